@@ -1,0 +1,3 @@
+from nextworld.cli import main
+
+raise SystemExit(main())

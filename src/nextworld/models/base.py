@@ -1,0 +1,236 @@
+"""What every model family shares: the registry, the checkpoint format, the WorldModel face.
+
+A checkpoint (a run directory, a stage of one, or a shipped world) is a directory with
+``config.json`` and ``model.safetensors``::
+
+    config.json = {"format": "nextworld", "version": "...", "family": "genie-tokenizer",
+                   "config": {...the family's config dataclass...}, ...extra keys...}
+
+Loading never unpickles: weights come from safetensors, configs from JSON into the
+family's dataclass (unknown or missing fields are an error, not a silent default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import gymnasium as gym
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import nextworld
+from nextworld.errors import UserInputError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+# ---------------------------------------------------------------------------- protocols
+
+
+class Trainable(Protocol):
+    """What the training engine needs from a model: an nn.Module with a loss.
+
+    ``loss(batch)`` takes a batch of clips (see ``nextworld.data.windows.ClipDataset``,
+    stacked along a leading batch dimension and already on the model's device) and
+    returns ``(scalar loss, metrics)``; metric keys are namespaced (``losses/recon``,
+    ``charts/codebook_usage``) and values are floats or 0-d tensors.
+    """
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]: ...
+
+
+@dataclass
+class Prediction:
+    """What one ``WorldModel.step`` predicts; a family fills the fields it has."""
+
+    frames: torch.Tensor | None = None  # float [B, C, H, W] in [0, 1]
+    tokens: torch.Tensor | None = None  # int64 [B, h, w]
+    embedding: torch.Tensor | None = None  # float [B, D]
+    reward: torch.Tensor | None = None  # float [B]
+    continuation: torch.Tensor | None = None  # float [B], probability the episode goes on
+
+
+@runtime_checkable
+class WorldModel(Protocol):
+    """The one face every family shows to play, planning, agents and evaluation.
+
+    ``encode(frames [B, T, C, H, W]) -> state``; ``step(state, action [B] or [B, A])
+    -> (state, Prediction)``; ``decode(state) -> frames [B, C, H, W]`` for families that
+    generate pixels; ``action_space`` is a Gymnasium space.
+    """
+
+    action_space: gym.Space
+
+    def encode(self, frames: torch.Tensor) -> Any: ...
+
+    def step(self, state: Any, action: torch.Tensor) -> tuple[Any, Prediction]: ...
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    config_cls: type
+    model_cls: type[nn.Module]
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(name: str, config_cls: type, model_cls: type[nn.Module]) -> None:
+    """Make ``name`` loadable: ``model_cls(config_cls(**config_json))``."""
+    _FAMILIES[name] = Family(name, config_cls, model_cls)
+
+
+def get_family(name: str) -> Family:
+    _import_builtin_families()
+    if name not in _FAMILIES:
+        raise UserInputError(f"unknown model family {name!r}; known: {', '.join(sorted(_FAMILIES)) or 'none'}")
+    return _FAMILIES[name]
+
+
+def family_names() -> list[str]:
+    _import_builtin_families()
+    return sorted(_FAMILIES)
+
+
+def _import_builtin_families() -> None:
+    # Families register themselves on import; importing them here keeps models/ free of
+    # a central list that every new family would have to edit.
+    import importlib
+    import pkgutil
+
+    import nextworld.models as models_pkg
+
+    for info in pkgutil.iter_modules(models_pkg.__path__):
+        if info.ispkg:
+            importlib.import_module(f"nextworld.models.{info.name}")
+
+
+# ---------------------------------------------------------------------------- configs
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a JSON dict, recursing into nested dataclasses.
+
+    Raises UserInputError naming ``where`` for unknown or missing fields.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise UserInputError(f"{where}: unknown fields {sorted(unknown)} for {cls.__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = config_from_dict(hint, value, f"{where}.{name}")
+        elif isinstance(value, list) and typing.get_origin(hint) is tuple:
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise UserInputError(f"{where}: {e}") from None
+
+
+# ---------------------------------------------------------------------------- save / load
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_pretrained(model: nn.Module, directory: str | Path, family: str,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` for ``model`` (which has ``.config``).
+
+    Both files are written atomically; ``extra`` adds top-level keys to config.json
+    (a run stores its resolved training config there).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    _write_atomic(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    payload = {"format": "nextworld", "version": nextworld.__version__, "family": family,
+               "config": config_to_dict(model.config), **(extra or {})}
+    _write_atomic(directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(payload, indent=1)))
+    return directory
+
+
+def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint directory, checked to be ours."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise UserInputError(f"{path}: missing; {directory} is not a nextworld checkpoint")
+    try:
+        payload = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserInputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(payload, dict) or payload.get("format") != "nextworld" or "family" not in payload:
+        raise UserInputError(f"{path}: not a nextworld checkpoint config (no format/family keys)")
+    return payload
+
+
+def load_pretrained(directory: str | Path, family: str | None = None,
+                    map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model from a checkpoint directory.
+
+    Args:
+        directory: holds config.json and model.safetensors.
+        family: when given, the checkpoint must be of this family.
+    Raises:
+        UserInputError: not our checkpoint, another family, or tensors that do not match
+        the config (missing, unexpected or differently shaped).
+    """
+    directory = Path(directory)
+    payload = read_checkpoint_config(directory)
+    if family is not None and payload["family"] != family:
+        raise UserInputError(f"{directory}: a {payload['family']!r} checkpoint, expected {family!r}")
+    fam = get_family(payload["family"])
+    config = config_from_dict(fam.config_cls, payload["config"], f"{directory / CONFIG_NAME}")
+    model = fam.model_cls(config)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise UserInputError(f"{weights}: missing")
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserInputError(f"{weights}: not a readable safetensors file ({e})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape of {k} is {list(state[k].shape)}, config needs {list(expected[k].shape)}")
+        raise UserInputError(f"{weights}: tensors do not match {CONFIG_NAME}: {'; '.join(parts)}")
+    model.load_state_dict(state)
+    return model

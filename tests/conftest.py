@@ -1,0 +1,43 @@
+"""Shared fixtures: small synthetic datasets made offline inside the test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from nextworld.data.episodes import Episode, EpisodeWriter
+
+
+def make_dataset(root: Path, lengths: list[int], *, size: int = 16, n_actions: int = 4,
+                 shard_frames: int = 64, seed: int = 0) -> Path:
+    """A dataset of moving-square episodes with discrete actions and a position label.
+
+    Frame t of an episode has a bright square whose position encodes (episode, t), so a
+    test can tell from pixels alone which row it read.
+    """
+    rng = np.random.default_rng(seed)
+    with EpisodeWriter(root, fps=10, frame_shape=(size, size, 3), action_space=gym.spaces.Discrete(n_actions),
+                       source={"kind": "synthetic"}, labels={"position": ((2,), "float32")},
+                       shard_frames=shard_frames) as w:
+        for e, n in enumerate(lengths):
+            frames = np.zeros((n, size, size, 3), np.uint8)
+            pos = np.zeros((n, 2), np.float32)
+            for t in range(n):
+                y, x = (e * 3 + t) % (size - 2), (e * 5 + 2 * t) % (size - 2)
+                frames[t, y:y + 2, x:x + 2] = 255
+                frames[t, :, :, 2] = e % 256
+                frames[t, 0, 0, 1] = t % 256
+                pos[t] = (y, x)
+            w.add(Episode(frames=frames, actions=rng.integers(0, n_actions, n),
+                          rewards=rng.normal(size=n).astype(np.float32),
+                          terminations=np.arange(n) == n - 1, truncations=np.zeros(n, bool),
+                          labels={"position": pos}, level=e, seed=1000 + e))
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    return make_dataset(tmp_path / "ds", [20, 5, 33, 17, 40, 9])
