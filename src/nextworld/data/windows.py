@@ -4,8 +4,9 @@ A window of ``length`` frames with ``frame_skip`` k starting at row s covers row
 ``s, s+k, ..., s+(length-1)k`` of one episode; consecutive starts are ``stride`` rows
 apart. Windows never cross an episode boundary: a window exists only where its whole
 span fits inside the episode. With a frame skip, the action of a window step is the
-first action of the skipped block (``actions[s + i*k]``) and its reward is the sum of
-the block's rewards.
+first action of the skipped block (``actions[s + i*k]``); its reward is the sum of the
+block's rewards (rows ``s+i*k .. s+(i+1)*k-1``, cut at the episode end) and its end
+flags are true if any row of the block has them.
 """
 
 from __future__ import annotations
@@ -89,19 +90,19 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         episode, start = (int(v) for v in self.index[i])
-        k = self.spec.frame_skip
-        rows = self.data.read(episode, start, start + self.spec.span)
+        k, n = self.spec.frame_skip, self.spec.length
+        # Read whole skip blocks (clipped at the episode end) so that the last step's
+        # reward and flags cover its block like every other step's.
+        stop = min(start + n * k, self.data.episodes[episode].length)
+        rows = self.data.read(episode, start, stop)
         out: dict[str, torch.Tensor] = {}
         for key, arr in rows.items():
-            if key == "rewards" and k > 1:
-                padded = np.concatenate([arr, np.zeros((-len(arr)) % k, arr.dtype)])
-                arr = padded.reshape(-1, k).sum(axis=1)[: self.spec.length]
-            elif key in ("terminations", "truncations") and k > 1:
-                padded = np.concatenate([arr, np.zeros((-len(arr)) % k, arr.dtype)])
-                arr = padded.reshape(-1, k).any(axis=1)[: self.spec.length]
+            if k > 1 and key in ("rewards", "terminations", "truncations"):
+                padded = np.concatenate([arr, np.zeros((-len(arr)) % k, arr.dtype)]).reshape(-1, k)  # (n, k)
+                arr = padded.sum(axis=1) if key == "rewards" else padded.any(axis=1)
             else:
                 arr = arr[::k]
-            out[key] = torch.from_numpy(np.ascontiguousarray(arr))
+            out[key] = torch.from_numpy(np.ascontiguousarray(arr[:n]))
         return out
 
 

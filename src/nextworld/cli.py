@@ -1,0 +1,103 @@
+"""The `nextworld` command: parse a verb's arguments, call one library function, print.
+
+Each verb is a dataclass of arguments (tyro builds the command line and --help from the
+field docstrings) and a runner. Errors a user can cause (UserInputError) print one line
+on stderr and exit 2; Ctrl-C exits 130 after whatever the library saved.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Callable
+
+import tyro
+from rich.console import Console
+from rich.table import Table
+
+from nextworld.errors import UserInputError
+
+console = Console()
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------- info
+
+
+@dataclass
+class InfoArgs:
+    """Summarise an episode dataset: episodes, frames, shape, fps, actions, labels, splits, size."""
+
+    path: Annotated[Path, tyro.conf.Positional]
+    """Dataset directory (holds meta.json)."""
+    verify: bool = False
+    """Also check every shard's sha256 checksum (reads the whole dataset once)."""
+    json: bool = False
+    """Print the summary as JSON instead of a table."""
+
+
+def run_info(args: InfoArgs) -> int:
+    from nextworld.data.summary import summarize_dataset
+
+    s = summarize_dataset(args.path, verify=args.verify)
+    if args.json:
+        payload = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()}
+        print(json.dumps(payload, indent=1))
+        return 0
+    space = s.action_space
+    actions = {"none": "none (action-free)", "discrete": f"Discrete({space.get('n')})"}.get(
+        space["type"], f"Box{tuple(space.get('shape', ()))}")
+    table = Table(title=f"dataset {s.path}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("episodes", f"{s.episodes:,}"),
+        ("frames", f"{s.frames:,}"),
+        ("episode length", f"min {s.episode_length[0]}, mean {s.episode_length[1]:.1f}, max {s.episode_length[2]}"),
+        ("frame shape", "×".join(map(str, s.frame_shape))),
+        ("fps", f"{s.fps:g}"),
+        ("action space", actions),
+        ("labels", ", ".join(s.labels) or "none"),
+        ("levels", f"{s.levels[0]} … {s.levels[1]}" if s.levels else "not recorded"),
+        ("seeds", f"{s.seeds[0]} … {s.seeds[1]}" if s.seeds else "not recorded"),
+        ("source", ", ".join(f"{k}={v}" for k, v in s.source.items()) or "unknown"),
+        ("shards", str(s.shards)),
+        ("size on disk", _human_bytes(s.bytes_on_disk)),
+        ("checksums", "all verified" if s.verified else "not checked (pass --verify)"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    return 0
+
+
+# ---------------------------------------------------------------------------- dispatch
+
+VERBS: dict[str, tuple[type, Callable[..., int]]] = {
+    "info": (InfoArgs, run_info),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `nextworld` console script; returns the exit code."""
+    args = tyro.extras.subcommand_cli_from_dict(
+        {name: cls for name, (cls, _) in VERBS.items()}, args=argv, prog="nextworld",
+        description="nextworld: learn a world from video, play it, plan in it, measure it.")
+    runner = next(run for cls, run in VERBS.values() if isinstance(args, cls))
+    try:
+        return runner(args)
+    except UserInputError as e:
+        print(f"nextworld: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nextworld: interrupted", file=sys.stderr)
+        return 130
