@@ -130,3 +130,17 @@ def test_parse_range() -> None:
     for bad in ("5", "a:b", "10:5", "-1:3"):
         with pytest.raises(UserInputError, match="expected"):
             parse_range(bad, "--levels")
+
+
+def test_overwrite_keeps_old_dataset_until_new_one_is_complete(tiny_dataset: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with EpisodeWriter(tiny_dataset, fps=5, frame_shape=(8, 8, 3), action_space=None, source={},
+                           overwrite=True) as w:
+            w.add(Episode(frames=np.zeros((3, 8, 8, 3), np.uint8)))
+            raise RuntimeError("collector crashed")
+    assert len(EpisodeDataset(tiny_dataset, verify="full")) == 6, "old dataset must survive a failed overwrite"
+    with EpisodeWriter(tiny_dataset, fps=5, frame_shape=(8, 8, 3), action_space=None, source={},
+                       overwrite=True) as w:
+        w.add(Episode(frames=np.zeros((3, 8, 8, 3), np.uint8)))
+    assert len(EpisodeDataset(tiny_dataset, verify="full")) == 1
+    assert [p.name for p in tiny_dataset.parent.iterdir()] == [tiny_dataset.name], "staging dirs left behind"

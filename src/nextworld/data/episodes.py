@@ -17,9 +17,11 @@ on the last frame it saw, whose row carries the final reward and flag.
 
 Why ``.npy`` shards: they memory-map, so a reader touches only the windows it samples
 (the whole dataset is never loaded), they need no extra dependency, and random 16-frame
-reads from them measured fastest of the options (see docs/benchmarks.md). Every shard is
-written into a temporary directory and renamed into place; ``meta.json`` is rewritten
-atomically after each shard, so a crash leaves a smaller but valid dataset.
+reads from them measured fastest of the options (see docs/benchmarks.md).
+
+A writer builds the whole dataset in a hidden staging directory beside ``DIR`` and renames
+it into place when it closes, so a failed or interrupted write never leaves a half-written
+dataset, and ``overwrite`` keeps the old dataset until the new one is complete.
 """
 
 from __future__ import annotations
@@ -115,12 +117,50 @@ class Episode:
 # ---------------------------------------------------------------------------- writer
 
 
-class EpisodeWriter:
-    """Append episodes to a dataset directory, one atomically written shard at a time.
+def check_output(root: str | Path, overwrite: bool) -> None:
+    """Fail early, before any work, if ``root`` holds data and ``overwrite`` is off."""
+    root = Path(root)
+    if root.exists() and not overwrite and (not root.is_dir() or any(root.iterdir())):
+        raise UserInputError(f"{root}: output exists and is not empty (pass --overwrite to replace it)")
 
-    Use as a context manager. If it exits with an exception before any shard was
-    written, the directory it created is removed; otherwise the complete shards stay and
-    ``meta.json`` describes exactly them.
+
+class _HashingWriter:
+    """A binary file that hashes what is written to it (so no read-back is needed)."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "wb")
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.file.write(data)
+        self.digest.update(data)
+
+    def close(self) -> str:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        return self.digest.hexdigest()
+
+
+def _write_npy(path: Path, parts: list[np.ndarray], dtype: np.dtype) -> dict[str, Any]:
+    """Write the row-wise concatenation of ``parts`` as one .npy file, without joining them in memory."""
+    rows = sum(len(p) for p in parts)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": (rows, *parts[0].shape[1:])}
+    out = _HashingWriter(path)
+    np.lib.format.write_array_header_1_0(out, header)
+    for part in parts:
+        out.write(memoryview(np.ascontiguousarray(part, dtype=dtype)).cast("B"))
+    digest = out.close()
+    return {"bytes": path.stat().st_size, "sha256": digest}
+
+
+class EpisodeWriter:
+    """Write episodes into a new dataset directory, a shard at a time.
+
+    Use as a context manager. Everything is written into a hidden staging directory beside
+    ``root``; a clean exit renames it into place (replacing the old dataset only then, when
+    ``overwrite``), and an exception removes it, leaving ``root`` as it was.
     """
 
     def __init__(
@@ -137,22 +177,20 @@ class EpisodeWriter:
     ) -> None:
         """
         Args:
-            root: dataset directory; must not exist unless ``overwrite``.
+            root: dataset directory; must be absent or empty unless ``overwrite``.
             fps: frames per second of the recording.
             frame_shape: (H, W, C) of every frame.
             action_space: the actions' Gymnasium space, or None for action-free data.
             source: free-form description of where the data came from (written to meta).
             labels: hidden labels, name -> (per-frame shape, numpy dtype name).
             shard_frames: frames buffered before a shard is written.
-            overwrite: replace an existing dataset at ``root``.
+            overwrite: replace an existing dataset at ``root`` once this one is complete.
         """
         self.root = Path(root)
-        if self.root.exists():
-            if not overwrite and any(self.root.iterdir()):
-                raise UserInputError(f"{self.root}: output directory exists and is not empty (pass --overwrite)")
-            shutil.rmtree(self.root)
-        self.root.mkdir(parents=True)
-        (self.root / "shards").mkdir()
+        check_output(self.root, overwrite)
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = self.root.parent / f".{self.root.name}.partial-{uuid.uuid4().hex[:8]}"
+        (self.staging / "shards").mkdir(parents=True)
         self.frame_shape = tuple(int(s) for s in frame_shape)
         self.action_space = action_space
         self.label_specs = dict(labels or {})
@@ -179,9 +217,8 @@ class EpisodeWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        elif not self.meta["shards"]:
-            shutil.rmtree(self.root, ignore_errors=True)
-        self._closed = True
+        else:
+            self.abort()
 
     @property
     def num_frames(self) -> int:
@@ -197,7 +234,7 @@ class EpisodeWriter:
         self._buffer.append(episode)
         self._buffered_frames += len(episode)
         if self._buffered_frames >= self.shard_frames:
-            self.flush()
+            self._write_shard()
 
     def _validate(self, ep: Episode) -> None:
         t = len(ep)
@@ -221,35 +258,25 @@ class EpisodeWriter:
             if tuple(arr.shape) != (t, *shape):
                 raise ValueError(f"label {name!r} must be [{t}, {shape}], got {list(arr.shape)}")
 
-    def flush(self) -> None:
-        """Write buffered episodes as one shard (temp dir + rename), then update meta.json."""
-        if not self._buffer:
-            return
+    def _write_shard(self) -> None:
+        """Write the buffered episodes as one shard directory of .npy files."""
+        eps = self._buffer
         index = len(self.meta["shards"])
         name = f"{index:06d}"
-        tmp = self.root / "shards" / f".tmp-{name}-{uuid.uuid4().hex}"
-        tmp.mkdir()
-        eps = self._buffer
-        arrays: dict[str, np.ndarray] = {"frames": np.concatenate([e.frames for e in eps])}
+        shard_dir = self.staging / "shards" / name
+        shard_dir.mkdir()
+        columns: dict[str, tuple[list[np.ndarray], np.dtype]] = {"frames": ([e.frames for e in eps], np.dtype(np.uint8))}
         if self.action_space is not None:
             dtype = np.int64 if isinstance(self.action_space, gym.spaces.Discrete) else np.float32
-            arrays["actions"] = np.concatenate([np.asarray(e.actions, dtype=dtype) for e in eps])
-        arrays["rewards"] = np.concatenate(
-            [np.zeros(len(e), np.float32) if e.rewards is None else np.asarray(e.rewards, np.float32) for e in eps])
+            columns["actions"] = ([e.actions for e in eps], np.dtype(dtype))
+        columns["rewards"] = ([np.zeros(len(e)) if e.rewards is None else e.rewards for e in eps],
+                              np.dtype(np.float32))
         for key in ("terminations", "truncations"):
-            arrays[key] = np.concatenate(
-                [np.zeros(len(e), bool) if getattr(e, key) is None else np.asarray(getattr(e, key), bool) for e in eps])
+            columns[key] = ([np.zeros(len(e), bool) if getattr(e, key) is None else getattr(e, key) for e in eps],
+                            np.dtype(bool))
         for label, (_, dtype) in self.label_specs.items():
-            arrays[f"label_{label}"] = np.concatenate([np.asarray(e.labels[label], dtype=dtype) for e in eps])
-        files = {}
-        for key, arr in arrays.items():
-            path = tmp / f"{key}.npy"
-            with open(path, "wb") as f:
-                np.save(f, np.ascontiguousarray(arr))
-                f.flush()
-                os.fsync(f.fileno())
-            files[key] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-        os.replace(tmp, self.root / "shards" / name)
+            columns[f"label_{label}"] = ([e.labels[label] for e in eps], np.dtype(dtype))
+        files = {key: _write_npy(shard_dir / f"{key}.npy", parts, dtype) for key, (parts, dtype) in columns.items()}
 
         start = 0
         for e in eps:
@@ -259,15 +286,27 @@ class EpisodeWriter:
         self.meta["shards"].append({"name": name, "num_frames": start, "files": files})
         self.meta["num_episodes"] += len(eps)
         self.meta["num_frames"] += start
-        write_json_atomic(self.root / META_NAME, self.meta)
         self._buffer, self._buffered_frames = [], 0
 
     def close(self) -> None:
+        """Write what is buffered and meta.json, then move the dataset into place."""
         if self._closed:
             return
-        self.flush()
-        if not self.meta["shards"]:  # an empty dataset still gets a valid meta.json
-            write_json_atomic(self.root / META_NAME, self.meta)
+        if self._buffer:
+            self._write_shard()
+        write_json_atomic(self.staging / META_NAME, self.meta)
+        old = None
+        if self.root.exists():
+            old = self.root.parent / f".{self.root.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(self.root, old)
+        os.replace(self.staging, self.root)
+        if old is not None:
+            shutil.rmtree(old)
+        self._closed = True
+
+    def abort(self) -> None:
+        """Throw away everything written; ``root`` stays as it was."""
+        shutil.rmtree(self.staging, ignore_errors=True)
         self._closed = True
 
 

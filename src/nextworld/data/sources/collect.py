@@ -1,0 +1,150 @@
+"""Collect an episode dataset from a simulator: one config, one entry point, routed by name.
+
+Source names (``CollectConfig.source``):
+
+- ``coinrun``: Procgen CoinRun, the same as ``procgen:coinrun``.
+- ``procgen:<game>``: any Procgen game, hard mode, 64×64 (see ``procgen.py``).
+- ``gym:<env-id>``: any Gymnasium env with an ``rgb_array`` render (see ``gym.py``).
+
+A new source is one entry in ``SOURCE_KINDS`` (and, for a bare name, ``SOURCE_ALIASES``):
+a function ``(name after the colon, config) -> CollectSummary``. Source modules are imported
+only when used, because importing Procgen loads its C library and the old ``gym`` package.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+from nextworld.data.episodes import check_output
+from nextworld.errors import UserInputError
+
+
+@dataclass
+class CollectConfig:
+    """Collect episodes from a simulator into an episode dataset."""
+
+    source: str
+    """What to collect from: ``coinrun``, ``procgen:<game>`` or ``gym:<env-id>``."""
+    out: Path
+    """Dataset directory to create."""
+    episodes: int = 100
+    """Complete episodes to write; episodes still running when this many are done are discarded."""
+    levels: str = "0:10000"
+    """Procgen level seeds ``A:B`` (A included, B excluded). Gym sources use ``seed`` instead."""
+    policy: Literal["random", "sticky"] = "random"
+    """``random``: a uniform action each step; ``sticky``: repeat the previous action with
+    probability ``sticky_prob``, otherwise a uniform one (longer coherent motions)."""
+    sticky_prob: float = 0.75
+    """Probability that the sticky policy repeats its previous action."""
+    seed: int = 0
+    """Seed of the policy and the environments; the same config gives the same dataset.
+    Gym episode ``i`` is reset with seed ``seed + i``."""
+    max_episode_steps: int = 1000
+    """Actions after which an episode is cut off and marked truncated."""
+    num_envs: int = 32
+    """Procgen environments stepped together (the dataset depends on it, like on ``seed``)."""
+    size: int = 64
+    """Side of the square frames in pixels. Gym renders are padded to a square and resized;
+    Procgen renders 64×64 and accepts only 64."""
+    overwrite: bool = False
+    """Replace an existing dataset at ``out``."""
+    progress: bool = True
+    """Show a progress bar (episodes written, frames per second) on stderr."""
+
+
+@dataclass
+class CollectSummary:
+    """What a collection wrote, and how fast (collection and writing together)."""
+
+    out: Path
+    """The dataset directory."""
+    episodes: int
+    """Episodes written."""
+    frames: int
+    """Frames written, all episodes together."""
+    seconds: float
+    """Wall-clock time from opening the source to the last shard written."""
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class EpisodeProgress:
+    """A rich progress bar of episodes written and frames per second; silent when disabled."""
+
+    def __init__(self, total: int, description: str, enabled: bool) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[frames_per_second]:,.0f} frames/s"),
+            TimeElapsedColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True), disable=not enabled)
+        self._task = self._progress.add_task(description, total=total, frames_per_second=0.0)
+        self._start = time.perf_counter()
+        self._frames = 0
+
+    def __enter__(self) -> "EpisodeProgress":
+        self._progress.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._progress.stop()
+
+    def advance(self, frames: int) -> None:
+        """Count one more episode of ``frames`` frames."""
+        self._frames += frames
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        self._progress.update(self._task, advance=1, frames_per_second=self._frames / elapsed)
+
+
+def _collect_procgen(game: str, cfg: CollectConfig) -> CollectSummary:
+    from nextworld.data.sources.procgen import collect_procgen
+
+    return collect_procgen(game, cfg)
+
+
+def _collect_gym(env_id: str, cfg: CollectConfig) -> CollectSummary:
+    from nextworld.data.sources.gym import collect_gym
+
+    return collect_gym(env_id, cfg)
+
+
+SOURCE_KINDS: dict[str, Callable[[str, CollectConfig], CollectSummary]] = {
+    "procgen": _collect_procgen,
+    "gym": _collect_gym,
+}
+"""Source kind (the part of the name before ``:``) -> collector of that kind."""
+
+SOURCE_ALIASES: dict[str, str] = {"coinrun": "procgen:coinrun"}
+"""Bare source names that stand for a full ``kind:name``."""
+
+
+def _check_numbers(cfg: CollectConfig) -> None:
+    for name in ("episodes", "max_episode_steps", "num_envs", "size"):
+        if getattr(cfg, name) < 1:
+            raise UserInputError(f"{name} {getattr(cfg, name)}: must be at least 1")
+    if not 0.0 <= cfg.sticky_prob <= 1.0:
+        raise UserInputError(f"sticky_prob {cfg.sticky_prob}: must lie in [0, 1]")
+
+
+def collect(cfg: CollectConfig) -> CollectSummary:
+    """Collect ``cfg.episodes`` complete episodes from ``cfg.source`` into ``cfg.out``.
+
+    Every input is checked before the output directory is created, so a bad source name,
+    level range or environment leaves nothing behind.
+    """
+    _check_numbers(cfg)
+    check_output(cfg.out, cfg.overwrite)
+    kind, _, name = SOURCE_ALIASES.get(cfg.source, cfg.source).partition(":")
+    collector = SOURCE_KINDS.get(kind)
+    if collector is None:
+        raise UserInputError(
+            f"source {cfg.source!r}: unknown; expected coinrun, procgen:<game> or gym:<env-id>")
+    return collector(name, cfg)

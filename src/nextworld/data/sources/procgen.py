@@ -1,0 +1,146 @@
+"""Procgen episodes (CoinRun and the other games): hard mode, 64×64, many envs stepped together.
+
+Procgen's vectorised env resets each game by itself. After the action that ends an episode,
+``observe()`` returns ``first[i] = True``, the *next* episode's first frame in ``obs[i]`` and the
+ended episode's final reward in ``rew[i]``. The terminal frame is never seen, so an episode
+here ends on the last frame it saw, whose row carries the final reward and end flag (the
+convention of ``nextworld.data.episodes`` for sources without a terminal frame).
+
+How an episode ends, and how it is flagged:
+
+- the game ends it (the agent died or reached the goal) before ``PROCGEN_TIMEOUT`` actions:
+  termination;
+- the game's own time limit of ``PROCGEN_TIMEOUT`` actions: truncation;
+- ``max_episode_steps`` actions: truncation. Procgen cannot reset one of its envs alone, so
+  that env plays its game on unrecorded until the game ends, and records again from the next
+  episode's first frame.
+
+Episodes are written in the order they end (step, then env index); once ``episodes`` have
+ended, the ones still running are discarded. The policy draws its actions from one numpy
+generator seeded with ``seed``, and Procgen's levels from ``rand_seed=seed``, so the same
+config (``num_envs`` included) gives the same dataset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+
+from nextworld.data.episodes import Episode, EpisodeWriter, parse_range
+from nextworld.data.sources.collect import CollectConfig, CollectSummary, EpisodeProgress
+from nextworld.errors import UserInputError
+
+with contextlib.redirect_stderr(io.StringIO()):
+    # procgen registers its envs with the unmaintained `gym` package, whose import prints a
+    # deprecation notice to stderr; we use only procgen's own gym3 interface.
+    from procgen import ProcgenGym3Env
+    from procgen.env import ENV_NAMES
+
+PROCGEN_FRAME_SHAPE = (64, 64, 3)
+PROCGEN_NUM_ACTIONS = 15
+PROCGEN_TIMEOUT = 1000
+"""Every Procgen game ends an episode after this many actions."""
+PROCGEN_FPS = 15.0
+"""The frame rate of Procgen's own interactive viewer and videos."""
+
+
+@dataclass
+class _RunningEpisode:
+    """The rows recorded so far of one env's current episode."""
+
+    level: int
+    frames: list[np.ndarray]  # each uint8 [64, 64, 3]
+    actions: list[int] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+
+    def finish(self, *, terminated: bool, truncated: bool) -> Episode:
+        """The episode as arrays; its last row carries the end flag."""
+        length = len(self.frames)
+        terminations = np.zeros(length, bool)
+        truncations = np.zeros(length, bool)
+        terminations[-1], truncations[-1] = terminated, truncated
+        return Episode(
+            frames=np.stack(self.frames),  # [T, 64, 64, 3]
+            actions=np.asarray(self.actions, np.int64),
+            rewards=np.asarray(self.rewards, np.float32),
+            terminations=terminations, truncations=truncations, level=self.level)
+
+
+def _check(game: str, cfg: CollectConfig) -> tuple[int, int]:
+    """Validate the Procgen-specific inputs; returns the level range."""
+    if game not in ENV_NAMES:
+        raise UserInputError(f"procgen:{game}: unknown Procgen game; choose one of {', '.join(ENV_NAMES)}")
+    if cfg.size != PROCGEN_FRAME_SHAPE[0]:
+        raise UserInputError(f"size {cfg.size}: Procgen renders 64×64 frames only, use size 64")
+    if not 0 <= cfg.seed < 2**31:
+        raise UserInputError(f"seed {cfg.seed}: Procgen needs a seed in [0, 2**31)")
+    return parse_range(cfg.levels, "levels")
+
+
+def collect_procgen(game: str, cfg: CollectConfig) -> CollectSummary:
+    """Collect ``cfg.episodes`` complete Procgen episodes of ``game`` into ``cfg.out``.
+
+    Rows hold frames uint8 [T, 64, 64, 3], the true actions int64 [T] of ``Discrete(15)``,
+    rewards float32 [T] and end flags bool [T]; each episode's level seed is its ``level``.
+    """
+    levels = _check(game, cfg)
+    started = time.perf_counter()
+    env = ProcgenGym3Env(num=cfg.num_envs, env_name=game, distribution_mode="hard",
+                         start_level=levels[0], num_levels=levels[1] - levels[0], rand_seed=cfg.seed)
+    source = {
+        "kind": "procgen", "game": game, "distribution_mode": "hard", "levels": list(levels),
+        "policy": cfg.policy, "sticky_prob": cfg.sticky_prob, "seed": cfg.seed,
+        "num_envs": cfg.num_envs, "max_episode_steps": cfg.max_episode_steps,
+        "action_names": ["+".join(combo) or "NOOP" for combo in env.combos],
+    }
+    rng = np.random.default_rng(cfg.seed)
+    try:
+        with EpisodeWriter(cfg.out, fps=PROCGEN_FPS, frame_shape=PROCGEN_FRAME_SHAPE,
+                           action_space=gym.spaces.Discrete(PROCGEN_NUM_ACTIONS), source=source,
+                           overwrite=cfg.overwrite) as writer, \
+                EpisodeProgress(cfg.episodes, f"procgen:{game}", cfg.progress) as progress:
+            _, obs, first = env.observe()
+            rgb = obs["rgb"]  # uint8 [num_envs, 64, 64, 3]
+            infos = env.get_info()
+            running: list[_RunningEpisode | None] = [
+                _RunningEpisode(level=int(infos[i]["level_seed"]), frames=[rgb[i].copy()])
+                for i in range(cfg.num_envs)]
+            actions = np.zeros(cfg.num_envs, np.int64)
+            while writer.num_episodes < cfg.episodes:
+                uniform = rng.integers(0, PROCGEN_NUM_ACTIONS, cfg.num_envs)  # [num_envs]
+                if cfg.policy == "sticky":
+                    # an episode's first action has nothing to repeat
+                    repeat = (rng.random(cfg.num_envs) < cfg.sticky_prob) & ~first
+                    actions = np.where(repeat, actions, uniform)
+                else:
+                    actions = uniform
+                env.act(actions)
+                rewards, obs, first = env.observe()
+                rgb = obs["rgb"]
+                infos = env.get_info() if first.any() else []
+                for i in range(cfg.num_envs):
+                    episode = running[i]
+                    if episode is not None:
+                        episode.actions.append(int(actions[i]))
+                        episode.rewards.append(float(rewards[i]))
+                        steps = len(episode.actions)
+                        if first[i] or steps >= cfg.max_episode_steps:
+                            truncated = not first[i] or steps >= PROCGEN_TIMEOUT
+                            writer.add(episode.finish(terminated=not truncated, truncated=truncated))
+                            progress.advance(steps)
+                            running[i] = None
+                            if writer.num_episodes == cfg.episodes:
+                                break
+                        else:
+                            episode.frames.append(rgb[i].copy())
+                    if first[i]:
+                        running[i] = _RunningEpisode(level=int(infos[i]["level_seed"]), frames=[rgb[i].copy()])
+    finally:
+        env.close()
+    return CollectSummary(out=cfg.out, episodes=writer.num_episodes, frames=writer.num_frames,
+                          seconds=time.perf_counter() - started)
