@@ -17,6 +17,8 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
+from nextworld.data.sources.collect import CollectConfig
+from nextworld.data.sources.video import IngestConfig
 from nextworld.errors import UserInputError
 
 console = Console()
@@ -80,9 +82,35 @@ def run_info(args: InfoArgs) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- collect / ingest
+
+
+def run_collect(cfg: "CollectConfig") -> int:
+    from nextworld.data.sources.collect import collect
+
+    summary = collect(cfg)
+    console.print(f"collected {summary.episodes:,} episodes, {summary.frames:,} frames "
+                  f"({summary.frames_per_second:,.0f} frames/s) into {summary.out}")
+    return 0
+
+
+def run_ingest(cfg: "IngestConfig") -> int:
+    from nextworld.data.sources.video import ingest
+
+    summary = ingest(cfg)
+    console.print(f"ingested {summary.episodes:,} videos, {summary.frames:,} frames into {summary.out}")
+    if summary.skipped:
+        console.print(f"[yellow]skipped {len(summary.skipped)} file(s) that did not decode:[/yellow]")
+        for path, reason in summary.skipped:
+            console.print(f"  {path}: {reason}", markup=False, highlight=False)
+    return 0
+
+
 # ---------------------------------------------------------------------------- dispatch
 
 VERBS: dict[str, tuple[type, Callable[..., int]]] = {
+    "collect": (CollectConfig, run_collect),
+    "ingest": (IngestConfig, run_ingest),
     "info": (InfoArgs, run_info),
 }
 

@@ -44,6 +44,10 @@ class Trainable(Protocol):
     stacked along a leading batch dimension and already on the model's device) and
     returns ``(scalar loss, metrics)``; metric keys are namespaced (``losses/recon``,
     ``charts/codebook_usage``) and values are floats or 0-d tensors.
+
+    The loss must be a mean over the batch's clips: gradient accumulation and DDP rely on
+    it to match one large batch. Randomness must come from torch's global generators
+    (which the engine checkpoints), never a private ``torch.Generator``, or resume is not exact.
     """
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]: ...
@@ -171,7 +175,8 @@ def save_pretrained(model: nn.Module, directory: str | Path, family: str,
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    # copy=True: tied or shared-storage tensors become separate ones, which safetensors requires
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     _write_atomic(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     payload = {"format": "nextworld", "version": nextworld.__version__, "family": family,
                "config": config_to_dict(model.config), **(extra or {})}

@@ -16,7 +16,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
+
+import tyro
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -30,7 +32,7 @@ from nextworld.errors import UserInputError
 class CollectConfig:
     """Collect episodes from a simulator into an episode dataset."""
 
-    source: str
+    source: Annotated[str, tyro.conf.Positional]
     """What to collect from: ``coinrun``, ``procgen:<game>`` or ``gym:<env-id>``."""
     out: Path
     """Dataset directory to create."""

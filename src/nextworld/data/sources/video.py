@@ -17,9 +17,10 @@ import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import av
+import tyro
 import numpy as np
 
 from nextworld.data.episodes import Episode, EpisodeWriter, check_output
@@ -34,7 +35,7 @@ VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".gif", ".mkv", ".mov")
 class IngestConfig:
     """Turn video files into an action-free episode dataset, one episode per file."""
 
-    paths: list[Path]
+    paths: Annotated[list[Path], tyro.conf.Positional]
     """Video files, or folders searched recursively for mp4, webm, avi, gif, mkv and mov files."""
     out: Path
     """Dataset directory to create."""
