@@ -8,6 +8,7 @@ on stderr and exit 2; Ctrl-C exits 130 after whatever the library saved.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,10 @@ from rich.table import Table
 from nextworld.data.sources.collect import CollectConfig
 from nextworld.data.sources.video import IngestConfig
 from nextworld.errors import UserInputError
+from nextworld.eval.evaluate import EvalConfig
+from nextworld.models.genie.training import GenieTrainConfig
 
-console = Console()
+console = Console(soft_wrap=True)  # never break a path across lines
 
 
 def _human_bytes(n: int) -> str:
@@ -106,21 +109,88 @@ def run_ingest(cfg: "IngestConfig") -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- train / eval
+
+
+def _main_process() -> bool:
+    """True except on the non-zero ranks of a torchrun launch, which stay quiet."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def run_train_genie(cfg: GenieTrainConfig) -> int:
+    from nextworld.models.genie.training import train_genie
+
+    results = train_genie(cfg)
+    interrupted = any(r.interrupted for r in results.values())
+    if _main_process():
+        for stage, r in results.items():
+            loss = r.metrics.get("losses/loss")
+            console.print(f"{stage}: {r.steps} steps in {r.seconds:.0f} s"
+                          + (f", loss {loss:.4f}" if loss is not None else "") + f" -> {r.run_dir}")
+        if interrupted:
+            console.print(f"interrupted; checkpoint saved. Continue with: nextworld train genie "
+                          f"--data {cfg.data} --out {cfg.out} --preset {cfg.preset} --resume")
+    return 130 if interrupted else 0
+
+
+def run_eval(cfg: EvalConfig) -> int:
+    from nextworld.eval.evaluate import evaluate
+
+    metrics = evaluate(cfg)
+    table = Table(title=f"eval {cfg.run} on {cfg.data}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    if cfg.json is not None:
+        console.print(f"wrote {cfg.json}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- dispatch
 
-VERBS: dict[str, tuple[type, Callable[..., int]]] = {
+Verb = tuple[type, Callable[..., int]]
+
+VERBS: dict[str, Verb | dict[str, Verb]] = {
     "collect": (CollectConfig, run_collect),
     "ingest": (IngestConfig, run_ingest),
     "info": (InfoArgs, run_info),
+    "train": {"genie": (GenieTrainConfig, run_train_genie)},
+    "eval": (EvalConfig, run_eval),
 }
+"""verb -> (arguments dataclass, runner), or for verbs per model family, family -> that."""
+
+
+def _usage() -> str:
+    lines = ["usage: nextworld VERB [--help] ...", "",
+             "nextworld: learn a world from video, play it, plan in it, measure it.", "", "verbs:"]
+    for name, entry in VERBS.items():
+        cls = next(iter(entry.values()))[0] if isinstance(entry, dict) else entry[0]
+        families = f" {{{','.join(entry)}}}" if isinstance(entry, dict) else ""
+        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        lines.append(f"  {name + families:<16} {summary}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `nextworld` console script; returns the exit code."""
-    args = tyro.extras.subcommand_cli_from_dict(
-        {name: cls for name, (cls, _) in VERBS.items()}, args=argv, prog="nextworld",
-        description="nextworld: learn a world from video, play it, plan in it, measure it.")
-    runner = next(run for cls, run in VERBS.values() if isinstance(args, cls))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"nextworld: error: unknown verb {verb!r}; choose one of {', '.join(VERBS)}", file=sys.stderr)
+        return 2
+    entry = VERBS[verb]
+    if isinstance(entry, dict):
+        args = tyro.extras.subcommand_cli_from_dict({name: cls for name, (cls, _) in entry.items()},
+                                                    args=rest, prog=f"nextworld {verb}")
+        runner = next(run for cls, run in entry.values() if isinstance(args, cls))
+    else:
+        cls, runner = entry
+        args = tyro.cli(cls, args=rest, prog=f"nextworld {verb}", description=cls.__doc__)
     try:
         return runner(args)
     except UserInputError as e:

@@ -1,7 +1,10 @@
-"""Turning any picture into a dataset frame: square it, resize it, uint8 RGB."""
+"""Frames and pictures: any picture into a dataset frame (square, resized, uint8 RGB), and frames into a picture."""
 
 from __future__ import annotations
 
+import os
+import uuid
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -26,3 +29,26 @@ def fit_square(image: Image.Image, size: int, mode: Literal["crop", "pad"]) -> n
     resample = Image.Resampling.BOX if side >= size else Image.Resampling.BILINEAR
     square = image.convert("RGB").resize((size, size), resample, box=(left, top, left + side, top + side))
     return np.asarray(square, dtype=np.uint8)
+
+
+def save_image_grid(rows: list[np.ndarray], path: str | Path, scale: int = 2, gap: int = 2) -> Path:
+    """Write rows of frames as one PNG (atomically), each frame upscaled by nearest neighbour.
+
+    Args:
+        rows: each uint8 [N, H, W, C]; all rows have the same N, H, W.
+        path: the PNG to write; its directory is created.
+        scale: integer upscaling factor, so small frames stay crisp.
+        gap: white pixels between frames (before scaling).
+    """
+    n, h, w, _ = rows[0].shape
+    grid = np.full((len(rows) * (h + gap) - gap, n * (w + gap) - gap, 3), 255, np.uint8)
+    for r, frames in enumerate(rows):
+        for i, frame in enumerate(frames):
+            grid[r * (h + gap):r * (h + gap) + h, i * (w + gap):i * (w + gap) + w] = frame[..., :3]
+    grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    Image.fromarray(grid).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path

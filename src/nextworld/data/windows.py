@@ -70,13 +70,15 @@ class ClipDataset(Dataset):
 
     An item is a dict with ``frames`` uint8 [T, H, W, C], ``rewards`` float32 [T],
     ``terminations``/``truncations`` bool [T], ``actions`` int64 [T] or float32 [T, A]
-    when the data has actions, and ``label_<name>`` [T, ...] for hidden labels.
+    when the data has actions, and ``label_<name>`` [T, ...] for hidden labels; ``keys``
+    restricts it (an action-free family reads ``("frames",)`` so actions never reach it).
     """
 
     def __init__(self, data: EpisodeDataset, spec: WindowSpec,
-                 episodes: Sequence[int] | None = None) -> None:
+                 episodes: Sequence[int] | None = None, keys: tuple[str, ...] | None = None) -> None:
         self.data = data
         self.spec = spec
+        self.keys = keys
         self.index = window_index([e.length for e in data.episodes], spec, episodes)
         if len(self.index) == 0:
             longest = max((data.episodes[e].length for e in (episodes if episodes is not None else range(len(data)))),
@@ -94,7 +96,7 @@ class ClipDataset(Dataset):
         # Read whole skip blocks (clipped at the episode end) so that the last step's
         # reward and flags cover its block like every other step's.
         stop = min(start + n * k, self.data.episodes[episode].length)
-        rows = self.data.read(episode, start, stop)
+        rows = self.data.read(episode, start, stop, keys=self.keys)
         out: dict[str, torch.Tensor] = {}
         for key, arr in rows.items():
             if k > 1 and key in ("rewards", "terminations", "truncations"):

@@ -1,0 +1,103 @@
+"""Every CLI verb end to end on a tiny budget, and the one-line exit-2 errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nextworld.cli import main
+from test_ingest import moving_block_mp4
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def coinrun(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny CoinRun train and held-out datasets, collected through the CLI."""
+    root = tmp_path_factory.mktemp("coinrun")
+    for name, levels in (("train", "0:10000"), ("heldout", "100000:100100")):
+        code = main(["collect", "coinrun", "--out", str(root / name), "--episodes", "6", "--levels", levels,
+                     "--max-episode-steps", "40", "--num-envs", "4", "--no-progress"])
+        assert code == 0
+    return {"train": root / "train", "heldout": root / "heldout"}
+
+
+def test_collect_and_info(coinrun: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    assert main(["info", str(coinrun["heldout"]), "--verify", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["episodes"] == 6 and summary["frame_shape"] == [64, 64, 3]
+    assert 100000 <= summary["levels"][0] <= summary["levels"][1] < 100100
+    assert summary["action_space"] == {"type": "discrete", "n": 15} and summary["verified"]
+
+
+def test_collect_gym(tmp_path: Path) -> None:
+    out = tmp_path / "grid"
+    assert main(["collect", "gym:MiniGrid-Empty-5x5-v0", "--out", str(out), "--episodes", "2",
+                 "--max-episode-steps", "10", "--no-progress"]) == 0
+    assert json.loads((out / "meta.json").read_text())["num_episodes"] == 2
+
+
+def test_ingest_lists_skipped_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    moving_block_mp4(videos / "good.mp4")
+    (videos / "broken.mp4").write_bytes(os.urandom(2000))
+    assert main(["ingest", str(videos), "--out", str(tmp_path / "ds"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "ingested 1 videos" in out and "broken.mp4" in out and "skipped 1 file" in out
+
+
+def test_train_resume_eval(coinrun: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    common = ["train", "genie", "--data", str(coinrun["train"]), "--out", str(run), "--batch-size", "2",
+              "--ckpt-every", "2", "--no-progress"]
+    assert main([*common, "--steps", "2"]) == 0
+    assert main([*common, "--steps", "3", "--resume"]) == 0
+    lines = (run / "tokenizer" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["step"] == 3
+    assert (run / "tokenizer" / "samples" / "tokenizer-0000003.png").is_file()
+    out_json = tmp_path / "eval" / "metrics.json"
+    assert main(["eval", str(run), "--data", str(coinrun["heldout"]), "--json", str(out_json),
+                 "--max-clips", "4"]) == 0
+    metrics = json.loads(out_json.read_text())
+    assert {"tokenizer_psnr", "tokenizer_ssim", "codebook_usage"} <= set(metrics)
+    assert 0 < metrics["tokenizer_psnr"] < 100 and 0 < metrics["codebook_usage"] <= 1
+    assert Path(metrics["reconstructions"]).is_file()
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nextworld", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("nextworld: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, coinrun: dict[str, Path]) -> None:
+    _assert_one_line_error(_run_cli("info", str(tmp_path / "missing")), "missing", "does not exist")
+    _assert_one_line_error(_run_cli("collect", "gym:NoSuchEnv-v9", "--out", str(tmp_path / "x")),
+                           "gym:NoSuchEnv-v9", "unknown Gymnasium environment id")
+    assert not (tmp_path / "x").exists()
+    not_ours = tmp_path / "not_ours"
+    not_ours.mkdir()
+    (not_ours / "config.json").write_text('{"architectures": ["Llama"]}')
+    _assert_one_line_error(_run_cli("eval", str(not_ours), "--data", str(coinrun["heldout"])),
+                           "not a nextworld checkpoint")
+    _assert_one_line_error(_run_cli("frobnicate"), "unknown verb 'frobnicate'")
+
+
+def test_training_on_wrong_frame_size_is_refused(tmp_path: Path, tiny_dataset: Path) -> None:
+    _assert_one_line_error(
+        _run_cli("train", "genie", "--data", str(tiny_dataset), "--out", str(tmp_path / "r"), "--steps", "1"),
+        "frames are [16, 16, 3]", "needs [64, 64, 3]")
+    assert not (tmp_path / "r").exists()
