@@ -1,9 +1,9 @@
 """Loader throughput: 16-frame 64×64 windows per second, against what a tiny training step eats.
 
 Measures, on one dataset of real CoinRun frames:
-1. random 16-frame window reads per second from three containers holding the same frames
-   (our memory-mapped .npy shards, HDF5 chunked, HDF5 gzip, compressed .npz per episode),
-   which is how the container was chosen;
+1. random 16-frame window reads per second, cold (first pass) and warm (second pass), from
+   containers holding the same frames: our memory-mapped .npy shards, HDF5 chunked (raw and
+   gzip), compressed .npz per episode; this is how the container was chosen;
 2. batches through torch's DataLoader (batch 8, 0 and 2 workers) from our format;
 3. clips per second consumed by one step of the `tiny` Genie tokenizer (forward, backward, AdamW),
 and prints the ratio loader / training, which should be at least 10.
@@ -39,15 +39,20 @@ def random_windows(ds: EpisodeDataset, n: int, seed: int = 0) -> list[tuple[int,
     return [(long_enough[p].index, int(rng.integers(0, long_enough[p].length - WINDOW + 1))) for p in picks]
 
 
-def rate(fn, windows: list[tuple[int, int]]) -> float:
-    start = time.perf_counter()
-    for episode, row in windows:
-        frames = fn(episode, row)
-        assert frames.shape == (WINDOW, 64, 64, 3)
-    return len(windows) / (time.perf_counter() - start)
+def rate(fn, windows: list[tuple[int, int]]) -> dict[str, float]:
+    """Windows per second on a first pass (cold: the reader's first touch of each page or
+    chunk) and a second pass over the same windows (warm: steady state of a long run)."""
+    out = {}
+    for label in ("cold", "warm"):
+        start = time.perf_counter()
+        for episode, row in windows:
+            frames = fn(episode, row)
+            assert frames.shape == (WINDOW, 64, 64, 3)
+        out[label] = len(windows) / (time.perf_counter() - start)
+    return out
 
 
-def bench_containers(ds: EpisodeDataset, windows: list[tuple[int, int]], tmp: Path) -> dict[str, float]:
+def bench_containers(ds: EpisodeDataset, windows: list[tuple[int, int]], tmp: Path) -> dict[str, dict[str, float]]:
     results = {"npy_mmap": rate(lambda e, s: ds.read(e, s, s + WINDOW, keys=("frames",))["frames"], windows)}
     try:
         import h5py
@@ -94,7 +99,7 @@ def bench_dataloader(ds: EpisodeDataset, workers: int, batches: int = 100) -> fl
 
 def bench_tiny_step(steps: int = 5) -> tuple[float, float]:
     """Clips/s consumed by the tiny tokenizer's training step, and its seconds per step."""
-    from nextworld.models.genie.tokenizer import TOKENIZER_PRESETS, VideoTokenizer
+    from nextworld.models.genie import TOKENIZER_PRESETS, VideoTokenizer
 
     torch.manual_seed(0)
     model = VideoTokenizer(TOKENIZER_PRESETS["tiny"])
