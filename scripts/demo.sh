@@ -13,7 +13,7 @@ rm -rf "$out"
 mkdir -p "$out"
 
 echo "== 1/4 collect CoinRun: training levels 0-9,999 and held-out levels 100,000+"
-"$nextworld" collect coinrun --out "$out/data/coinrun-train" --episodes 300 --levels 0:10000 --policy sticky --seed 0
+"$nextworld" collect coinrun --out "$out/data/coinrun-train" --episodes 200 --max-episode-steps 250 --levels 0:10000 --policy sticky --seed 0
 "$nextworld" collect coinrun --out "$out/data/coinrun-heldout" --episodes 40 --levels 100000:200000 --policy sticky --seed 1
 "$nextworld" info "$out/data/coinrun-train"
 

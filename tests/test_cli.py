@@ -101,3 +101,27 @@ def test_training_on_wrong_frame_size_is_refused(tmp_path: Path, tiny_dataset: P
         _run_cli("train", "genie", "--data", str(tiny_dataset), "--out", str(tmp_path / "r"), "--steps", "1"),
         "frames are [16, 16, 3]", "needs [64, 64, 3]")
     assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_shard_and_mismatched_checkpoint_exit_2(tmp_path: Path, coinrun: dict[str, Path]) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(coinrun["train"], data)
+    frames = data / "shards" / "000000" / "frames.npy"
+    raw = bytearray(frames.read_bytes())
+    raw[-10] ^= 0xFF
+    frames.write_bytes(bytes(raw))
+    result = _run_cli("train", "genie", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "1")
+    _assert_one_line_error(result, "frames.npy: corrupt shard")
+    assert not (tmp_path / "run").exists(), "a refused run must not leave a run directory"
+
+    run = tmp_path / "good"
+    assert main(["train", "genie", "--data", str(coinrun["train"]), "--out", str(run), "--steps", "1",
+                 "--batch-size", "2", "--no-progress"]) == 0
+    config_path = run / "tokenizer" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["config"]["width"] = 32  # the weights were made for width 64
+    config_path.write_text(json.dumps(config))
+    _assert_one_line_error(_run_cli("eval", str(run), "--data", str(coinrun["heldout"])),
+                           "model.safetensors: tensors do not match config.json")

@@ -102,8 +102,8 @@ def test_frame_size_mismatch_detected(tiny_dataset: Path) -> None:
     meta = json.loads(meta_path.read_text())
     meta["frame_shape"] = [32, 32, 3]
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(UserInputError, match="meta.json says uint8 \\[32, 32, 3\\]"):
-        EpisodeDataset(tiny_dataset).read(0)
+    with pytest.raises(UserInputError, match="frames.npy: frames are uint8 \\[16, 16, 3\\], meta.json says uint8 \\[32, 32, 3\\]"):
+        EpisodeDataset(tiny_dataset, verify="none")  # caught at open, from the .npy header alone
 
 
 def test_not_a_dataset(tmp_path: Path) -> None:
@@ -144,3 +144,36 @@ def test_overwrite_keeps_old_dataset_until_new_one_is_complete(tiny_dataset: Pat
         w.add(Episode(frames=np.zeros((3, 8, 8, 3), np.uint8)))
     assert len(EpisodeDataset(tiny_dataset, verify="full")) == 1
     assert [p.name for p in tiny_dataset.parent.iterdir()] == [tiny_dataset.name], "staging dirs left behind"
+
+
+def test_overwrite_refuses_what_is_not_a_dataset(tmp_path: Path) -> None:
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.txt").write_text("years of work")
+    with pytest.raises(UserInputError, match="not an episode dataset"):
+        EpisodeWriter(precious, fps=5, frame_shape=(8, 8, 3), action_space=None, source={}, overwrite=True)
+    assert (precious / "chapter1.txt").read_text() == "years of work"
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda meta: [meta],  # valid JSON, wrong kind
+    lambda meta: {k: v for k, v in meta.items() if k != "episodes"},  # a key missing
+    lambda meta: {**meta, "frame_shape": [16, 16]},
+    lambda meta: {**meta, "action_space": {"type": "tuple"}},
+])
+def test_malformed_meta_is_a_user_error(tiny_dataset: Path, corrupt) -> None:
+    meta_path = tiny_dataset / "meta.json"
+    meta_path.write_text(json.dumps(corrupt(json.loads(meta_path.read_text()))))
+    with pytest.raises(UserInputError, match="meta.json: (malformed|schema version)"):
+        EpisodeDataset(tiny_dataset)
+
+
+def test_shard_with_wrong_row_count_is_caught_at_open(tiny_dataset: Path) -> None:
+    path = _first_shard_file(tiny_dataset, "rewards")
+    np.save(path, np.zeros(3, np.float32))  # a valid .npy, but not the shard's rows
+    meta_path = tiny_dataset / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["shards"][0]["files"]["rewards"]["bytes"] = path.stat().st_size  # sizes agree, rows do not
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(UserInputError, match=r"rewards\.npy: holds 3 rows, meta.json says"):
+        EpisodeDataset(tiny_dataset, verify="none")

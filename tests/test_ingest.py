@@ -135,3 +135,13 @@ def test_missing_path_is_a_user_error_naming_it(tmp_path):
     with pytest.raises(UserInputError, match=f"{missing}: no such file or folder"):
         ingest(quiet_config([missing], tmp_path / "never"))
     assert not (tmp_path / "never").exists()
+
+
+def test_output_overlapping_an_input_is_refused(tmp_path: Path) -> None:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    moving_block_mp4(videos / "a.mp4")
+    for out in (videos, videos / "dataset", tmp_path):
+        with pytest.raises(UserInputError, match="overlaps the input"):
+            ingest(IngestConfig(paths=[videos], out=out, overwrite=True, progress=False))
+    assert (videos / "a.mp4").is_file()

@@ -66,8 +66,9 @@ def test_bad_config_is_a_user_error(changes: dict, message: str) -> None:
         dataclasses.replace(SMALL, **changes)
 
 
-def test_frames_of_the_wrong_size_are_a_user_error() -> None:
-    with pytest.raises(UserInputError, match=r"frames \[B, T, 3, 16, 16\]"):
+def test_frames_of_the_wrong_size_are_refused() -> None:
+    # a caller bug, not a user error: user-facing paths check frame shapes before the model
+    with pytest.raises(ValueError, match=r"frames \[B, T, 3, 16, 16\]"):
         VideoTokenizer(SMALL).encode(torch.rand(1, 2, 3, 32, 32))
 
 

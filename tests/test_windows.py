@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from nextworld.data.episodes import EpisodeDataset
 from nextworld.data.windows import ClipDataset, ResumableBatchSampler, WindowSpec, window_index
 from nextworld.errors import UserInputError
+from conftest import make_dataset
 
 
 @settings(max_examples=300, deadline=None)
@@ -35,6 +36,35 @@ def test_windows_never_cross_episode_boundaries(lengths: list[int], length: int,
     # ...and every valid start is present exactly once.
     expected = sum(max(0, (n - spec.span) // stride + 1) for n in lengths)
     assert len(index) == expected == len({(int(e), int(s)) for e, s in index})
+
+
+_STAMPED: dict[str, EpisodeDataset] = {}
+
+
+def _stamped_dataset(tmp_path_factory) -> EpisodeDataset:
+    """Episodes of lengths 1..40 (several shards) whose pixels say which episode and row they are."""
+    if "ds" not in _STAMPED:
+        root = make_dataset(tmp_path_factory.mktemp("stamped") / "ds", [1, 2, 3, 5, 8, 13, 21, 34, 40, 7, 1, 16],
+                            shard_frames=50)
+        _STAMPED["ds"] = EpisodeDataset(root)
+    return _STAMPED["ds"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(length=st.integers(1, 10), stride=st.integers(1, 5), frame_skip=st.integers(1, 4), data=st.data())
+def test_clips_read_from_disk_stay_inside_one_episode(tmp_path_factory, length: int, stride: int,
+                                                      frame_skip: int, data) -> None:
+    ds = _stamped_dataset(tmp_path_factory)
+    spec = WindowSpec(length, stride, frame_skip)
+    if not any(e.length >= spec.span for e in ds.episodes):
+        return
+    clips = ClipDataset(ds, spec)
+    i = data.draw(st.integers(0, len(clips) - 1))
+    frames = clips[i]["frames"].numpy()
+    episode_ids = frames[:, 1, 1, 2]  # channel 2 holds the episode index everywhere
+    rows = frames[:, 0, 0, 1].astype(int)  # pixel (0, 0, 1) holds the row within the episode
+    assert (episode_ids == episode_ids[0]).all(), "a clip mixed frames of two episodes"
+    assert (np.diff(rows) == frame_skip).all() and rows[-1] < ds.episodes[int(episode_ids[0])].length
 
 
 def test_clip_reads_the_right_rows(tiny_dataset: Path) -> None:

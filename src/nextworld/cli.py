@@ -128,8 +128,9 @@ def run_train_genie(cfg: GenieTrainConfig) -> int:
             console.print(f"{stage}: {r.steps} steps in {r.seconds:.0f} s"
                           + (f", loss {loss:.4f}" if loss is not None else "") + f" -> {r.run_dir}")
         if interrupted:
-            console.print(f"interrupted; checkpoint saved. Continue with: nextworld train genie "
-                          f"--data {cfg.data} --out {cfg.out} --preset {cfg.preset} --resume")
+            levels = f" --levels {cfg.levels}" if cfg.levels else ""
+            console.print(f"interrupted; checkpoint saved. Continue with: nextworld train genie --data {cfg.data} "
+                          f"--out {cfg.out} --preset {cfg.preset}{levels} --resume")
     return 130 if interrupted else 0
 
 

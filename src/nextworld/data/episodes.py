@@ -38,6 +38,7 @@ from typing import Any, Iterator
 import gymnasium as gym
 import numpy as np
 
+from nextworld.atomic_files import write_json_atomic
 from nextworld.errors import UserInputError
 
 SCHEMA_VERSION = 1
@@ -66,7 +67,7 @@ def space_to_json(space: gym.Space | None) -> dict[str, Any]:
 
 def space_from_json(spec: dict[str, Any]) -> gym.Space | None:
     """Inverse of :func:`space_to_json`."""
-    kind = spec.get("type")
+    kind = spec.get("type") if isinstance(spec, dict) else None
     if kind == "none":
         return None
     if kind == "discrete":
@@ -85,16 +86,6 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON through a temporary file and an atomic rename."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -118,10 +109,20 @@ class Episode:
 
 
 def check_output(root: str | Path, overwrite: bool) -> None:
-    """Fail early, before any work, if ``root`` holds data and ``overwrite`` is off."""
+    """Fail early, before any work, unless ``root`` may receive a new dataset.
+
+    It may when it is absent or an empty directory, or, with ``overwrite``, when it holds a
+    dataset (a ``meta.json``). ``overwrite`` never replaces anything else: pointed at a
+    folder of videos or a home directory by mistake, it refuses.
+    """
     root = Path(root)
-    if root.exists() and not overwrite and (not root.is_dir() or any(root.iterdir())):
-        raise UserInputError(f"{root}: output exists and is not empty (pass --overwrite to replace it)")
+    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
+        return
+    if not overwrite:
+        raise UserInputError(f"{root}: output exists and is not empty (pass --overwrite to replace a dataset there)")
+    if not (root.is_dir() and (root / META_NAME).is_file()):
+        raise UserInputError(f"{root}: exists and is not an episode dataset (no {META_NAME}); --overwrite only "
+                             f"replaces datasets")
 
 
 class _HashingWriter:
@@ -328,8 +329,8 @@ class EpisodeRef:
 class EpisodeDataset:
     """Read-only view of a dataset directory; arrays are memory-mapped, never loaded whole.
 
-    Opening checks ``meta.json`` and every shard's presence and file sizes (catching
-    missing and truncated shards at once). Checksums are verified the first time this
+    Opening checks ``meta.json`` and every shard file's presence, size and .npy header
+    (catching missing, truncated and mis-shaped shards at once). Checksums are verified the first time this
     object touches a shard (``verify="lazy"``, the default), for all shards up front
     (``"full"``), or never (``"none"``).
     """
@@ -347,20 +348,29 @@ class EpisodeDataset:
             self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserInputError(f"{meta_path}: not valid JSON ({e})") from None
-        if self.meta.get("schema_version") != SCHEMA_VERSION:
-            raise UserInputError(
-                f"{meta_path}: schema version {self.meta.get('schema_version')!r}, this nextworld reads {SCHEMA_VERSION}")
+        if not isinstance(self.meta, dict) or self.meta.get("schema_version") != SCHEMA_VERSION:
+            version = self.meta.get("schema_version") if isinstance(self.meta, dict) else None
+            raise UserInputError(f"{meta_path}: schema version {version!r}, this nextworld reads {SCHEMA_VERSION}")
         self.verify = verify
-        self.frame_shape: tuple[int, int, int] = tuple(self.meta["frame_shape"])
-        self.action_space = space_from_json(self.meta["action_space"])
-        self.episodes = [
-            EpisodeRef(i, e["shard"], e["start"], e["length"], e.get("level"), e.get("seed"))
-            for i, e in enumerate(self.meta["episodes"])
-        ]
+        try:
+            self.frame_shape: tuple[int, int, int] = tuple(int(v) for v in self.meta["frame_shape"])
+            self.action_space = space_from_json(self.meta["action_space"])
+            self.episodes = [
+                EpisodeRef(i, int(e["shard"]), int(e["start"]), int(e["length"]), e.get("level"), e.get("seed"))
+                for i, e in enumerate(self.meta["episodes"])
+            ]
+            shards = [(str(sh["name"]), int(sh["num_frames"]), dict(sh["files"])) for sh in self.meta["shards"]]
+            for _, _, files in shards:
+                for info in files.values():
+                    int(info["bytes"]), str(info["sha256"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserInputError(f"{meta_path}: malformed ({type(e).__name__}: {e})") from None
+        if len(self.frame_shape) != 3 or any(e.shard >= len(shards) for e in self.episodes):
+            raise UserInputError(f"{meta_path}: malformed (frame_shape must be [H, W, C]; episodes must name listed shards)")
         self._verified: set[int] = set()
         self._arrays: dict[int, dict[str, np.ndarray]] = {}
         for i, shard in enumerate(self.meta["shards"]):
-            self._check_sizes(i, shard)
+            self._check_files(i, shard)
         if verify == "full":
             for i in range(len(self.meta["shards"])):
                 self._verify_checksums(i)
@@ -391,10 +401,16 @@ class EpisodeDataset:
     def _shard_dir(self, i: int) -> Path:
         return self.root / "shards" / self.meta["shards"][i]["name"]
 
-    def _check_sizes(self, i: int, shard: dict[str, Any]) -> None:
+    def _check_files(self, i: int, shard: dict[str, Any]) -> None:
+        """Each listed file exists with its recorded size and an .npy header that fits meta.json.
+
+        Reads only the headers (a few hundred bytes a file), so a missing, truncated or
+        mis-shaped shard is reported at open, naming the file, without reading the data.
+        """
         d = self._shard_dir(i)
         if not d.is_dir():
             raise UserInputError(f"{d}: shard listed in meta.json is missing")
+        rows = shard["num_frames"]
         for key, info in shard["files"].items():
             path = d / f"{key}.npy"
             if not path.is_file():
@@ -402,6 +418,19 @@ class EpisodeDataset:
             size = path.stat().st_size
             if size != info["bytes"]:
                 raise UserInputError(f"{path}: truncated or altered shard ({size} bytes, meta.json says {info['bytes']})")
+            try:
+                with open(path, "rb") as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(f)
+            except ValueError as e:
+                raise UserInputError(f"{path}: not a readable .npy array ({e})") from None
+            if shape[:1] != (rows,):
+                raise UserInputError(f"{path}: holds {shape[0] if shape else 0} rows, meta.json says {rows}")
+            if key == "frames" and (tuple(shape[1:]) != self.frame_shape or dtype != np.uint8):
+                raise UserInputError(f"{path}: frames are {dtype} {list(shape[1:])}, "
+                                     f"meta.json says uint8 {list(self.frame_shape)}")
 
     def _verify_checksums(self, i: int) -> None:
         if i in self._verified:
@@ -411,11 +440,6 @@ class EpisodeDataset:
             if sha256_file(path) != info["sha256"]:
                 raise UserInputError(f"{path}: corrupt shard (sha256 does not match meta.json)")
         self._verified.add(i)
-
-    def verify_all(self) -> None:
-        """Check every shard's checksum; raises UserInputError naming the first bad file."""
-        for i in range(len(self.meta["shards"])):
-            self._verify_checksums(i)
 
     def _shard(self, i: int) -> dict[str, np.ndarray]:
         arrays = self._arrays.get(i)
@@ -429,11 +453,6 @@ class EpisodeDataset:
                     arrays[key] = np.load(path, mmap_mode="r", allow_pickle=False)
                 except ValueError as e:
                     raise UserInputError(f"{path}: not a readable .npy array ({e})") from None
-            frames = arrays["frames"]
-            if tuple(frames.shape[1:]) != self.frame_shape or frames.dtype != np.uint8:
-                raise UserInputError(
-                    f"{self._shard_dir(i) / 'frames.npy'}: frames are {frames.dtype} {list(frames.shape[1:])}, "
-                    f"meta.json says uint8 {list(self.frame_shape)}")
             self._arrays[i] = arrays
         return arrays
 

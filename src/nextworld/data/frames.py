@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image
+
+from nextworld.atomic_files import write_atomic
 
 
 def fit_square(image: Image.Image, size: int, mode: Literal["crop", "pad"]) -> np.ndarray:
@@ -46,9 +46,4 @@ def save_image_grid(rows: list[np.ndarray], path: str | Path, scale: int = 2, ga
         for i, frame in enumerate(frames):
             grid[r * (h + gap):r * (h + gap) + h, i * (w + gap):i * (w + gap) + w] = frame[..., :3]
     grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    Image.fromarray(grid).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"))

@@ -12,13 +12,14 @@ flags are true if any row of the block has them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nextworld.data.episodes import EpisodeDataset
+from nextworld.data.episodes import EpisodeDataset, parse_range, split_episodes
 from nextworld.errors import UserInputError
 
 
@@ -111,7 +112,7 @@ class ClipDataset(Dataset):
 class ResumableBatchSampler:
     """An endless, seeded order of batches that can start at any step.
 
-    Each epoch is a fresh permutation of all clips drawn from ``seed + epoch``; batch
+    Each epoch is a fresh permutation of all clips drawn from ``(seed, epoch)``; batch
     ``step`` of the run is the ``step``-th run of ``global_batch`` clips in that order
     (the last incomplete batch of an epoch is dropped). Under data parallelism, rank r
     takes rows ``r::world_size`` of each global batch, so a run on N processes sees the
@@ -137,7 +138,8 @@ class ResumableBatchSampler:
         """The clip indices this rank reads at ``step``."""
         epoch, within = divmod(step, self.batches_per_epoch)
         if self._epoch_order is None or self._epoch_order[0] != epoch:
-            self._epoch_order = (epoch, np.random.default_rng(self.seed + epoch).permutation(self.num_items))
+            # (seed, epoch) as entropy: runs with nearby seeds never share an epoch's order
+            self._epoch_order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.num_items))
         batch = self._epoch_order[1][within * self.global_batch:(within + 1) * self.global_batch]
         return batch[self.rank::self.world_size].tolist()
 
@@ -146,3 +148,21 @@ class ResumableBatchSampler:
         while True:
             yield self.batch_indices(step)
             step += 1
+
+
+def open_clips(path: str | Path, spec: WindowSpec, *, levels: str | None = None,
+               keys: tuple[str, ...] | None = None,
+               frame_shape: tuple[int, int, int] | None = None) -> ClipDataset:
+    """Open a dataset for training or evaluation: every checksum verified up front (in this
+    process, before any run directory is written), episodes selected by level range
+    ``"A:B"``, frame shape checked against what the model needs.
+    """
+    data = EpisodeDataset(path, verify="full")
+    if frame_shape is not None and tuple(data.frame_shape) != tuple(frame_shape):
+        raise UserInputError(f"{path}: frames are {list(data.frame_shape)}, the model needs {list(frame_shape)}")
+    episodes = None
+    if levels is not None:
+        episodes = split_episodes(data, levels=parse_range(levels, "levels"))
+        if not episodes:
+            raise UserInputError(f"{path}: no episode has a level in {levels}")
+    return ClipDataset(data, spec, episodes=episodes, keys=keys)

@@ -7,21 +7,18 @@ tokenizer checkpoint gives ``tokenizer_psnr``, ``tokenizer_ssim`` and ``codebook
 
 from __future__ import annotations
 
-import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import tyro
 
-from nextworld.data.episodes import EpisodeDataset, parse_range, split_episodes
-from nextworld.data.windows import ClipDataset, WindowSpec
+from nextworld.atomic_files import write_json_atomic
+from nextworld.data.windows import WindowSpec, open_clips
 from nextworld.errors import UserInputError
 from nextworld.eval.tokenizer_eval import evaluate_tokenizer
 from nextworld.models.base import CONFIG_NAME, load_pretrained, read_checkpoint_config
-from nextworld.models.genie.training import save_reconstructions
+from nextworld.models.genie.pictures import save_reconstructions
 from nextworld.train.distributed import resolve_device
 
 EVAL_WINDOW = WindowSpec(length=16, stride=16)
@@ -58,31 +55,15 @@ def _tokenizer_dir(run: Path) -> Path:
     return run
 
 
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Measure ``cfg.run`` on ``cfg.data``; returns the metrics (also written to ``cfg.json``)."""
     if cfg.max_clips < 1:
         raise UserInputError(f"max_clips {cfg.max_clips}: must be at least 1")
     tokenizer_dir = _tokenizer_dir(cfg.run)
-    data = EpisodeDataset(cfg.data)
-    episodes = None
-    if cfg.levels is not None:
-        episodes = split_episodes(data, levels=parse_range(cfg.levels, "levels"))
-        if not episodes:
-            raise UserInputError(f"{cfg.data}: no episode has a level in {cfg.levels}")
-    clips = ClipDataset(data, EVAL_WINDOW, episodes=episodes, keys=("frames",))
     device = resolve_device(cfg.device)
     tokenizer = load_pretrained(tokenizer_dir, family="genie-tokenizer").to(device)
-    tokenizer_config = tokenizer.config
-    expected = (tokenizer_config.image_size, tokenizer_config.image_size, tokenizer_config.channels)
-    if tuple(data.frame_shape) != expected:
-        raise UserInputError(f"{cfg.data}: frames are {list(data.frame_shape)}, the model was trained on {list(expected)}")
+    clips = open_clips(cfg.data, EVAL_WINDOW, levels=cfg.levels, keys=("frames",),
+                       frame_shape=tokenizer.config.frame_shape)
     metrics: dict[str, Any] = evaluate_tokenizer(tokenizer, clips, max_clips=cfg.max_clips, device=device)
     metrics.update({"run": str(cfg.run), "data": str(cfg.data), "levels": cfg.levels,
                     "num_clips": min(cfg.max_clips, len(clips))})
@@ -90,5 +71,5 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         picture = cfg.json.with_name(cfg.json.stem + "_reconstructions.png")
         save_reconstructions(tokenizer, clips, picture)
         metrics["reconstructions"] = str(picture)
-        _write_json_atomic(cfg.json, metrics)
+        write_json_atomic(cfg.json, metrics)
     return metrics

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import typing
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -28,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import nextworld
+from nextworld.atomic_files import write_atomic, write_json_atomic
 from nextworld.errors import UserInputError
 
 CONFIG_NAME = "config.json"
@@ -157,15 +156,6 @@ def config_from_dict(cls: type, values: dict[str, Any], where: str = "config") -
 # ---------------------------------------------------------------------------- save / load
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_pretrained(model: nn.Module, directory: str | Path, family: str,
                     extra: dict[str, Any] | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` for ``model`` (which has ``.config``).
@@ -177,10 +167,10 @@ def save_pretrained(model: nn.Module, directory: str | Path, family: str,
     directory.mkdir(parents=True, exist_ok=True)
     # copy=True: tied or shared-storage tensors become separate ones, which safetensors requires
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    _write_atomic(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    write_atomic(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     payload = {"format": "nextworld", "version": nextworld.__version__, "family": family,
                "config": config_to_dict(model.config), **(extra or {})}
-    _write_atomic(directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(payload, indent=1)))
+    write_json_atomic(directory / CONFIG_NAME, payload)
     return directory
 
 
@@ -195,7 +185,27 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
         raise UserInputError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(payload, dict) or payload.get("format") != "nextworld" or "family" not in payload:
         raise UserInputError(f"{path}: not a nextworld checkpoint config (no format/family keys)")
+    if not isinstance(payload["family"], str) or not isinstance(payload.get("config"), dict):
+        raise UserInputError(f"{path}: malformed nextworld checkpoint config (family must be a string, config an object)")
     return payload
+
+
+def check_tensors_match(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: Path,
+                        against: str = CONFIG_NAME) -> None:
+    """Raise UserInputError naming ``path`` unless ``found`` has exactly the names and shapes of ``expected``."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k].shape != found[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape of {k} is {list(found[k].shape)}, config needs {list(expected[k].shape)}")
+        raise UserInputError(f"{path}: tensors do not match {against}: {'; '.join(parts)}")
 
 
 def load_pretrained(directory: str | Path, family: str | None = None,
@@ -223,19 +233,6 @@ def load_pretrained(directory: str | Path, family: str | None = None,
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as e:
         raise UserInputError(f"{weights}: not a readable safetensors file ({e})") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:3]}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:3]}")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"shape of {k} is {list(state[k].shape)}, config needs {list(expected[k].shape)}")
-        raise UserInputError(f"{weights}: tensors do not match {CONFIG_NAME}: {'; '.join(parts)}")
+    check_tensors_match(model.state_dict(), state, weights)
     model.load_state_dict(state)
     return model

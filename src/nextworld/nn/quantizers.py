@@ -87,6 +87,11 @@ class VectorQuantizer(nn.Module):
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """Quantize z float [..., code_dim]; see the module docstring for the outputs."""
+        with torch.autocast(z.device.type, enabled=False):
+            # in fp32 even under bf16 autocast: near-ties between codes would be misassigned
+            return self._quantize(z.float())
+
+    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         flat = z.reshape(-1, self.code_dim)  # (N, D)
         learning = self.training and torch.is_grad_enabled()
         if learning:

@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image
 
 from nextworld.data.episodes import Episode, EpisodeWriter
-from nextworld.data.sources.collect import CollectConfig, CollectSummary, EpisodeProgress
+from nextworld.data.sources.collect import CollectConfig, CollectSummary
+from nextworld.data.sources.progress import EpisodeProgress
 from nextworld.data.frames import fit_square
 from nextworld.errors import UserInputError
 

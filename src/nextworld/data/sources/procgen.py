@@ -32,7 +32,8 @@ import gymnasium as gym
 import numpy as np
 
 from nextworld.data.episodes import Episode, EpisodeWriter, parse_range
-from nextworld.data.sources.collect import CollectConfig, CollectSummary, EpisodeProgress
+from nextworld.data.sources.collect import CollectConfig, CollectSummary
+from nextworld.data.sources.progress import EpisodeProgress
 from nextworld.errors import UserInputError
 
 with contextlib.redirect_stderr(io.StringIO()):

@@ -25,7 +25,7 @@ import numpy as np
 
 from nextworld.data.episodes import Episode, EpisodeWriter, check_output
 from nextworld.data.frames import fit_square
-from nextworld.data.sources.collect import EpisodeProgress
+from nextworld.data.sources.progress import EpisodeProgress
 from nextworld.errors import UserInputError
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".gif", ".mkv", ".mov")
@@ -160,6 +160,11 @@ def ingest(cfg: IngestConfig) -> IngestSummary:
         raise UserInputError(f"fps {cfg.fps}: must be positive")
     if cfg.max_frames is not None and cfg.max_frames < 1:
         raise UserInputError(f"max_frames {cfg.max_frames}: must be at least 1")
+    out = cfg.out.resolve()
+    for path in cfg.paths:
+        source = path.resolve()
+        if out == source or source in out.parents or out in source.parents:
+            raise UserInputError(f"{cfg.out}: the output overlaps the input {path}; choose an --out outside it")
     check_output(cfg.out, cfg.overwrite)
     videos = find_videos(cfg.paths)
     skipped: list[tuple[Path, str]] = []

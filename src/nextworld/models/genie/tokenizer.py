@@ -83,6 +83,11 @@ class TokenizerConfig:
         return [self.width >> (stages - 1 - i) for i in range(stages)]
 
     @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the frames this tokenizer takes, as stored in datasets."""
+        return self.image_size, self.image_size, self.channels
+
+    @property
     def token_grid(self) -> tuple[int, int]:
         """(h, w): tokens per frame along each side."""
         return self.image_size // self.downsample, self.image_size // self.downsample
@@ -114,7 +119,7 @@ class VideoTokenizer(nn.Module):
     def _check_frames(self, frames: torch.Tensor) -> None:
         c, s = self.config.channels, self.config.image_size
         if frames.dim() != 5 or tuple(frames.shape[2:]) != (c, s, s):
-            raise UserInputError(f"tokenizer expects frames [B, T, {c}, {s}, {s}], got {list(frames.shape)}")
+            raise ValueError(f"tokenizer expects frames [B, T, {c}, {s}, {s}], got {list(frames.shape)}")
 
     def _quantize(self, frames: torch.Tensor) -> QuantizerOutput:
         """float [B, T, C, H, W] -> QuantizerOutput with z [B*T, h, w, D], indices [B*T, h, w]."""

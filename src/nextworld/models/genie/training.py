@@ -16,13 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-import torch
-
-from nextworld.data.episodes import EpisodeDataset, parse_range, split_episodes
-from nextworld.data.frames import save_image_grid
-from nextworld.data.windows import ClipDataset, WindowSpec
+from nextworld.data.windows import ClipDataset, WindowSpec, open_clips
 from nextworld.errors import UserInputError
+from nextworld.models.genie.pictures import save_reconstructions
 from nextworld.models.genie.presets import TOKENIZER_PRESETS
 from nextworld.models.genie.tokenizer import VideoTokenizer
 from nextworld.train import FitResult, SampleFn, TrainConfig, fit, saved_train_config, seed_everything
@@ -77,8 +73,8 @@ class GenieTrainConfig:
     """Peak learning rate (the preset's when unset)."""
     ckpt_every: int | None = None
     """Steps between checkpoints (the preset's when unset)."""
-    seed: int = 0
-    """Seed of initialisation, data order and sampling."""
+    seed: int | None = None
+    """Seed of initialisation, data order and sampling (0 for a new run; a resumed run keeps its own)."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
     num_workers: int = 0
@@ -90,38 +86,15 @@ class GenieTrainConfig:
 
 
 def stage_train_config(cfg: GenieTrainConfig, stage: str, resuming: bool) -> TrainConfig:
-    """The engine settings for ``stage``: the preset's (or, when resuming, the saved run's)
-    with the overrides of ``cfg`` applied."""
+    """The engine settings for ``stage``: the preset's for a new run, the saved run's when
+    resuming (so a resume continues exactly), with the options given in ``cfg`` applied."""
     base = saved_train_config(cfg.out / stage) if resuming else RECIPES[cfg.preset][stage].train
-    overrides = {name: getattr(cfg, name) for name in ("steps", "batch_size", "lr", "ckpt_every")
+    overrides = {name: getattr(cfg, name) for name in ("steps", "batch_size", "lr", "ckpt_every", "seed")
                  if getattr(cfg, name) is not None}
-    return dataclasses.replace(base, seed=cfg.seed, device=cfg.device, num_workers=cfg.num_workers,
-                               compile=cfg.compile, progress=cfg.progress, **overrides)
-
-
-def _training_clips(cfg: GenieTrainConfig, window: WindowSpec) -> ClipDataset:
-    data = EpisodeDataset(cfg.data)
-    episodes = None
-    if cfg.levels is not None:
-        episodes = split_episodes(data, levels=parse_range(cfg.levels, "levels"))
-        if not episodes:
-            raise UserInputError(f"{cfg.data}: no episode has a level in {cfg.levels}")
-    return ClipDataset(data, window, episodes=episodes, keys=("frames",))
-
-
-@torch.no_grad()
-def save_reconstructions(tokenizer: VideoTokenizer, clips: ClipDataset, path: Path, count: int = 8) -> Path:
-    """A PNG of ``count`` frames (top row) over their reconstructions through the tokens (bottom row).
-
-    The frames are the first of ``count`` clips evenly spaced over ``clips``.
-    """
-    chosen = np.linspace(0, len(clips) - 1, count).round().astype(int)
-    frames = torch.stack([clips[int(i)]["frames"][0] for i in chosen])  # (count, H, W, C) uint8
-    device = next(tokenizer.parameters()).device
-    x = frames.to(device).permute(0, 3, 1, 2)[:, None].float() / 255  # (count, 1, C, H, W)
-    recon = tokenizer.decode(tokenizer.encode(x))[:, 0].permute(0, 2, 3, 1)  # (count, H, W, C)
-    recon = (recon * 255).round().to(torch.uint8).cpu().numpy()
-    return save_image_grid([frames.numpy(), recon], path)
+    if not resuming:
+        overrides.setdefault("seed", 0)
+    return dataclasses.replace(base, device=cfg.device, num_workers=cfg.num_workers, compile=cfg.compile,
+                               progress=cfg.progress, **overrides)
 
 
 def _sample_tokenizer(clips: ClipDataset) -> SampleFn:
@@ -139,16 +112,13 @@ def train_genie(cfg: GenieTrainConfig) -> dict[str, FitResult]:
     results: dict[str, FitResult] = {}
     for stage in stages:
         recipe = RECIPES[cfg.preset][stage]
-        clips = _training_clips(cfg, recipe.window)
+        model_config = TOKENIZER_PRESETS[cfg.preset]
+        clips = open_clips(cfg.data, recipe.window, levels=cfg.levels, keys=("frames",),
+                           frame_shape=model_config.frame_shape)
         # a stage that never started before an interruption starts fresh on --resume
         resuming = cfg.resume and (cfg.out / stage).exists()
         train_cfg = stage_train_config(cfg, stage, resuming)
-        model_config = TOKENIZER_PRESETS[cfg.preset]
-        expected = (model_config.image_size, model_config.image_size, model_config.channels)
-        if tuple(clips.data.frame_shape) != expected:
-            raise UserInputError(f"{cfg.data}: frames are {list(clips.data.frame_shape)}, the {cfg.preset} "
-                                 f"{stage} needs {list(expected)}")
-        seed_everything(cfg.seed)
+        seed_everything(train_cfg.seed)
         model = VideoTokenizer(model_config)
         extra = {"data": {"path": str(cfg.data), "levels": cfg.levels, "window": dataclasses.asdict(recipe.window)},
                  "genie": {"preset": cfg.preset, "stage": stage}}

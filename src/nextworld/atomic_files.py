@@ -1,0 +1,37 @@
+"""Writing files so that a crash leaves either the old file or the complete new one.
+
+Every file nextworld writes for a user (configs, weights, metrics, pictures) goes through
+``write_atomic``: write a temporary file beside the target, fsync it, rename it over the
+target. A failure removes the temporary file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` to fill a temporary file, then move it to ``path``.
+
+    The parent directory is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    """``payload`` as indented JSON at ``path``, atomically."""
+    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))

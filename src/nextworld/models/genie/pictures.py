@@ -1,0 +1,27 @@
+"""Pictures of what a Genie stage does, for people: training samples and evaluation reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nextworld.data.frames import save_image_grid
+from nextworld.data.windows import ClipDataset
+from nextworld.models.genie.tokenizer import VideoTokenizer
+
+
+@torch.no_grad()
+def save_reconstructions(tokenizer: VideoTokenizer, clips: ClipDataset, path: Path, count: int = 8) -> Path:
+    """A PNG of ``count`` frames (top row) over their reconstructions through the tokens (bottom row).
+
+    The frames are the first of ``count`` clips evenly spaced over ``clips``.
+    """
+    chosen = np.linspace(0, len(clips) - 1, count).round().astype(int)
+    frames = torch.stack([clips[int(i)]["frames"][0] for i in chosen])  # (count, H, W, C) uint8
+    device = next(tokenizer.parameters()).device
+    x = frames.to(device).permute(0, 3, 1, 2)[:, None].float() / 255  # (count, 1, C, H, W)
+    recon = tokenizer.decode(tokenizer.encode(x))[:, 0].permute(0, 2, 3, 1)  # (count, H, W, C)
+    recon = (recon * 255).round().to(torch.uint8).cpu().numpy()
+    return save_image_grid([frames.numpy(), recon], path)
