@@ -5,11 +5,14 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from conftest import make_dataset
+from nextworld.errors import UserInputError
 from nextworld.train import TrainConfig, fit
+from nextworld.train.distributed import init_distributed
 from train_helpers import FAMILY, clips, logged_steps, make_model, state_weights, subprocess_env, training_command
 
 
@@ -38,3 +41,11 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path):
     assert logged_steps(run) == [1, 2, 3, 4]  # rank 0 alone writes
     rng = load_file(str(run / "training_state" / "rng.safetensors"))
     assert {"0.torch", "1.torch"} <= rng.keys()  # every rank's generators are saved
+
+
+def test_an_explicit_cuda_index_under_torchrun_is_refused(monkeypatch: pytest.MonkeyPatch):
+    # Every process would take that one GPU; each must take cuda:LOCAL_RANK instead.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(UserInputError, match=r"device 'cuda:0': under torchrun use --device cuda or auto"):
+        init_distributed("cuda:0")

@@ -1,21 +1,24 @@
-"""fit() in process: accumulation, exact resume, sampling, the export and run-dir errors."""
+"""fit() in process: accumulation, exact resume, sampling, the export, run-dir and resume errors."""
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from conftest import make_dataset
 from nextworld.data.windows import ClipDataset
 from nextworld.errors import UserInputError
 from nextworld.models.base import load_pretrained
 from nextworld.train import TrainConfig, fit, lr_at, saved_train_config
+from nextworld.train.rng import derive_seed
 from train_helpers import FAMILY, clips, make_model
 
 
@@ -149,3 +152,101 @@ def test_resume_with_other_data_is_refused(tmp_path: Path, data: ClipDataset):
     other = clips(make_dataset(tmp_path / "other", [30, 30]))
     with pytest.raises(UserInputError, match=r"run: trained on 106 clips, the given data has 54"):
         _train(tmp_path / "run", other, _cfg(steps=2), resume=True)
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory: pytest.TempPathFactory, data: ClipDataset) -> Path:
+    """A run of one step (copy it before changing it)."""
+    run = tmp_path_factory.mktemp("one_step") / "run"
+    fit(make_model(), FAMILY, data, _cfg(steps=1), run)
+    return run
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def _edit_state_json(run: Path, edit) -> None:
+    path = run / "training_state" / "state.json"
+    payload = json.loads(path.read_text())
+    edit(payload)
+    path.write_text(json.dumps(payload))
+
+
+def test_a_kill_between_the_state_renames_loses_nothing(tmp_path: Path, data: ClipDataset, one_step_run: Path):
+    run = _copy(one_step_run, tmp_path)
+    (run / "training_state").rename(run / ".training_state.old-abc")
+    (run / ".training_state.tmp-def").mkdir()
+    assert saved_train_config(run) == _cfg(steps=1)  # read before fit recovers, as the Genie recipe does
+    _, result = _train(run, data, _cfg(steps=2), resume=True)
+    assert result.steps == 2
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.jsonl", "model.safetensors", "tb",
+                                                      "training_state"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(seed=1), r"run: trained with train.seed 0, the given config has 1"),
+    (dict(batch_size=4), r"run: trained with train.batch_size 8, the given config has 4"),
+], ids=["seed", "batch_size"])
+def test_resume_with_another_batch_order_is_refused(tmp_path: Path, data: ClipDataset, one_step_run: Path,
+                                                     change: dict, message: str):
+    run = _copy(one_step_run, tmp_path)
+    with pytest.raises(UserInputError, match=message):
+        _train(run, data, _cfg(steps=2, **change), resume=True)
+
+
+def test_resume_with_other_data_of_the_same_size_is_refused(tmp_path: Path, data: ClipDataset, one_step_run: Path):
+    run = _copy(one_step_run, tmp_path)
+    other = clips(make_dataset(tmp_path / "other", [20, 5, 33, 17, 40, 9], seed=1))  # other actions and rewards
+    assert len(other) == len(data)
+    with pytest.raises(UserInputError, match=r"run: the given data differ from those it was trained on \(data "
+                                             r"fingerprint"):
+        _train(run, other, _cfg(steps=2), resume=True)
+    _edit_state_json(run, lambda payload: payload["data"].pop("fingerprint"))  # a state saved before fingerprints
+    _, result = _train(run, other, _cfg(steps=2), resume=True)
+    assert result.steps == 2
+
+
+@pytest.mark.parametrize("key", ["family", "model_config", "train", "data"])
+def test_resume_from_a_state_json_without_a_key_is_refused(tmp_path: Path, data: ClipDataset, one_step_run: Path,
+                                                           key: str):
+    run = _copy(one_step_run, tmp_path)
+    _edit_state_json(run, lambda payload: payload.pop(key))
+    with pytest.raises(UserInputError, match=rf"run/training_state/state.json: malformed \({key} missing\)") as info:
+        _train(run, data, _cfg(steps=2), resume=True)
+    assert "\n" not in str(info.value)
+    if key == "train":
+        with pytest.raises(UserInputError, match=r"state.json: malformed \(train missing\)"):
+            saved_train_config(run)
+
+
+def test_resume_from_weights_that_do_not_fit_the_model_is_refused(tmp_path: Path, data: ClipDataset,
+                                                                  one_step_run: Path):
+    run = _copy(one_step_run, tmp_path)
+    path = run / "training_state" / "model.safetensors"
+    weights = load_file(str(path))
+    weights["out.weight"] = weights["out.weight"][:, :2].contiguous()
+    save_file(weights, str(path))
+    with pytest.raises(UserInputError, match=r"run/training_state/model.safetensors: tensors do not match "
+                                             r"the model config: shape of out.weight"):
+        _train(run, data, _cfg(steps=2), resume=True)
+
+
+def test_resume_from_optimizer_moments_that_do_not_fit_is_refused(tmp_path: Path, data: ClipDataset,
+                                                                  one_step_run: Path):
+    run = _copy(one_step_run, tmp_path)
+    path = run / "training_state" / "optimizer.safetensors"
+    moments = load_file(str(path))
+    moments["0.exp_avg"] = torch.zeros(3)
+    save_file(moments, str(path))
+    with pytest.raises(UserInputError, match=r"run/training_state/optimizer.safetensors: does not fit"):
+        _train(run, data, _cfg(steps=2), resume=True)
+
+
+def test_per_process_seeds_never_collide_across_runs():
+    # seed + rank would give seed 1 rank 0 the stream of seed 0 rank 1.
+    seeds = {derive_seed(seed, rank) for seed in range(16) for rank in range(16)}
+    assert len(seeds) == 16 * 16
+    resumed = {derive_seed(seed, rank, step) for seed in range(4) for rank in range(4) for step in range(4)}
+    assert len(resumed) == 4 * 4 * 4 and not resumed & seeds
+    assert derive_seed(3, 1) == derive_seed(3, 1)

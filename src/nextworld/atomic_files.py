@@ -11,7 +11,10 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import torch
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -35,3 +38,16 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """``payload`` as indented JSON at ``path``, atomically."""
     return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
+
+
+def write_safetensors_atomic(path: str | Path, tensors: dict[str, "torch.Tensor"],
+                             metadata: dict[str, str] | None = None) -> Path:
+    """Tensors as a safetensors file at ``path``, atomically.
+
+    Each tensor is copied to the CPU first: safetensors refuses tensors that share storage
+    (tied weights, views), and a copy makes them separate.
+    """
+    from safetensors.torch import save_file
+
+    cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    return write_atomic(path, lambda tmp: save_file(cpu, str(tmp), metadata=metadata))

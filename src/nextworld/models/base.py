@@ -22,11 +22,11 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 import nextworld
-from nextworld.atomic_files import write_atomic, write_json_atomic
+from nextworld.atomic_files import write_json_atomic, write_safetensors_atomic
 from nextworld.errors import UserInputError
 
 CONFIG_NAME = "config.json"
@@ -165,9 +165,7 @@ def save_pretrained(model: nn.Module, directory: str | Path, family: str,
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    # copy=True: tied or shared-storage tensors become separate ones, which safetensors requires
-    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    write_atomic(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    write_safetensors_atomic(directory / WEIGHTS_NAME, model.state_dict(), metadata={"format": "pt"})
     payload = {"format": "nextworld", "version": nextworld.__version__, "family": family,
                "config": config_to_dict(model.config), **(extra or {})}
     write_json_atomic(directory / CONFIG_NAME, payload)

@@ -10,9 +10,12 @@ Layout::
                                           the last logged metrics
 
 A save writes a fresh ``.training_state.tmp-*`` directory, fsyncs it, then swaps it in
-with two renames (old state aside, new state in); :func:`recover` puts the old state
-back if a kill landed between the two. So at any instant the disk holds one complete
-state, old or new.
+with two renames (old state aside, new state in). So at any instant the disk holds one
+complete state, old or new: ``training_state/`` if it exists, else the one
+``.training_state.old-*`` a kill between the two renames left. The readers here take it
+from wherever it is, without moving anything (so any process may read, any time);
+:func:`recover`, called by one process before a run resumes, moves it back into place and
+removes leftovers.
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from nextworld.atomic_files import write_json_atomic, write_safetensors_atomic
 from nextworld.errors import UserInputError
 
 STATE_DIR = "training_state"
@@ -61,14 +66,11 @@ def save_training_state(run_dir: Path, state: TrainingState) -> None:
     tmp.mkdir(parents=True)
     opt_tensors, opt_json = _flatten_optimizer(state.optimizer)
     rng_tensors = {f"{rank}.{name}": t for rank, gens in enumerate(state.rng) for name, t in gens.items()}
-    _write_tensors(tmp / "model.safetensors", state.model)
-    _write_tensors(tmp / "optimizer.safetensors", opt_tensors)
-    _write_tensors(tmp / "rng.safetensors", rng_tensors)
-    payload = {"step": state.step, "world_size": len(state.rng), "optimizer": opt_json, **state.meta}
-    with open(tmp / "state.json", "w") as f:
-        json.dump(payload, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
+    write_safetensors_atomic(tmp / "model.safetensors", state.model)
+    write_safetensors_atomic(tmp / "optimizer.safetensors", opt_tensors)
+    write_safetensors_atomic(tmp / "rng.safetensors", rng_tensors)
+    write_json_atomic(tmp / "state.json",
+                      {"step": state.step, "world_size": len(state.rng), "optimizer": opt_json, **state.meta})
     _fsync_dir(tmp)
 
     final = run_dir / STATE_DIR
@@ -81,13 +83,6 @@ def save_training_state(run_dir: Path, state: TrainingState) -> None:
     else:
         os.rename(tmp, final)
         _fsync_dir(run_dir)
-
-
-def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    # A copy per tensor: safetensors refuses tensors that share storage (tied weights, views).
-    save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}, str(path))
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -130,48 +125,130 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], saved: dict[str, Any]
 def recover(run_dir: Path) -> None:
     """Finish or undo a save that a kill interrupted, leaving only ``training_state``.
 
-    Call from one process before any process loads.
+    Call from one process, while no other process reads or writes the run.
     """
     final = run_dir / STATE_DIR
-    olds = sorted(run_dir.glob(f"{_OLD_PREFIX}*"))
-    if not final.exists() and olds:
-        os.rename(olds.pop(), final)  # killed between the two renames: the old state (only one) is complete
-    for leftover in [*olds, *run_dir.glob(f"{_TMP_PREFIX}*")]:
+    aside = _aside_state(run_dir)
+    if aside is not None:
+        os.rename(aside, final)  # killed between the two renames: the old state is the complete one
+    # Left by a kill: a new state never renamed in, or an old one (beside a complete new one) not yet deleted.
+    for leftover in [*run_dir.glob(f"{_OLD_PREFIX}*"), *run_dir.glob(f"{_TMP_PREFIX}*")]:
         shutil.rmtree(leftover)
 
 
-def has_training_state(run_dir: Path) -> bool:
-    return (run_dir / STATE_DIR / "state.json").is_file()
+def _aside_state(run_dir: Path) -> Path | None:
+    """The old state a kill between the two renames left, when ``training_state`` is missing."""
+    if (run_dir / STATE_DIR).exists():
+        return None
+    olds = sorted(run_dir.glob(f"{_OLD_PREFIX}*"))  # only one: recover runs before every resumed run's saves
+    return olds[-1] if olds else None
 
 
-def read_state_json(run_dir: Path) -> dict[str, Any]:
-    """The parsed ``training_state/state.json`` of a run; UserInputError when absent or broken."""
-    path = run_dir / STATE_DIR / "state.json"
-    if not path.is_file():
-        raise UserInputError(
-            f"{run_dir}: no {STATE_DIR}/ to resume from; delete the directory or choose another --out")
+def _state_dir(run_dir: Path) -> Path:
+    """Where the complete training state of ``run_dir`` is now (see the module docstring)."""
+    final = run_dir / STATE_DIR
+    aside = _aside_state(run_dir)
+    if aside is not None:
+        return aside
+    if not final.is_dir():
+        raise UserInputError(f"{run_dir}: no {STATE_DIR}/ to resume from; start a new run without --resume "
+                             "(into another --out if this one holds files)")
+    return final
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def _check_keys(payload: dict[str, Any], required: Mapping[str, type], path: Path) -> None:
+    """UserInputError naming ``path`` unless each dotted key of ``required`` is there with its type."""
+    for dotted, kind in required.items():
+        value: Any = payload
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            raise UserInputError(f"{path}: malformed ({dotted} missing)")
+        if not isinstance(value, kind):
+            raise UserInputError(f"{path}: malformed ({dotted} must be a {kind.__name__})")
+
+
+_OWN_KEYS: dict[str, type] = {"step": int, "world_size": int, "optimizer": dict, "optimizer.param_groups": list,
+                              "optimizer.scalars": dict}
+"""What save_training_state itself puts in state.json besides the caller's meta."""
+
+
+def _read_json(state_dir: Path, required: Mapping[str, type]) -> dict[str, Any]:
+    path = state_dir / "state.json"
     try:
-        return json.loads(path.read_text())
+        payload = json.loads(path.read_text())
+    except OSError as e:
+        raise UserInputError(f"{path}: not readable ({_one_line(e)})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserInputError(f"{path}: not valid JSON ({e})") from None
+        raise UserInputError(f"{path}: not valid JSON ({_one_line(e)})") from None
+    if not isinstance(payload, dict):
+        raise UserInputError(f"{path}: malformed (not a JSON object)")
+    _check_keys(payload, required, path)
+    return payload
 
 
-def load_training_state(run_dir: Path) -> TrainingState:
-    """Read ``run_dir/training_state`` (after :func:`recover`)."""
-    meta = read_state_json(run_dir)
-    state_dir = run_dir / STATE_DIR
+def read_state_json(run_dir: Path, required: Mapping[str, type] | None = None) -> dict[str, Any]:
+    """The parsed ``state.json`` of a run's training state.
+
+    Args:
+        required: dotted keys (``"data.seed"``) that must be there, with their types.
+    Raises:
+        UserInputError: no training state, or a state.json unreadable, not JSON, or
+            without a required key.
+    """
+    return _read_json(_state_dir(run_dir), required or {})
+
+
+def load_training_state(run_dir: Path, required_meta: Mapping[str, type] | None = None) -> TrainingState:
+    """Read a run's training state (see :func:`read_state_json` for ``required_meta``).
+
+    Raises:
+        UserInputError: as read_state_json, or a file that is not readable safetensors or
+            holds tensors under names this module does not write.
+    """
+    state_dir = _state_dir(run_dir)
+    meta = _read_json(state_dir, {**_OWN_KEYS, **(required_meta or {})})
 
     def tensors(name: str) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(state_dir / name))
-        except (SafetensorError, OSError) as e:
-            raise UserInputError(f"{state_dir / name}: not a readable safetensors file ({e})") from None
+        except (SafetensorError, OSError, ValueError) as e:
+            raise UserInputError(f"{state_dir / name}: not a readable safetensors file ({_one_line(e)})") from None
 
-    rng_flat = tensors("rng.safetensors")
     rng: list[dict[str, torch.Tensor]] = [{} for _ in range(meta.pop("world_size"))]
-    for name, t in rng_flat.items():
-        rank, gen = name.split(".", 1)
-        rng[int(rank)][gen] = t
-    optimizer = _unflatten_optimizer(tensors("optimizer.safetensors"), meta.pop("optimizer"))
+    try:
+        for name, t in tensors("rng.safetensors").items():
+            rank, gen = name.split(".", 1)
+            rng[int(rank)][gen] = t
+    except (ValueError, IndexError):
+        raise UserInputError(f"{state_dir / 'rng.safetensors'}: malformed (tensor {name!r} is not "
+                             f"'<rank>.<generator>' with a rank below the saved world size {len(rng)})") from None
+    opt_path = state_dir / "optimizer.safetensors"
+    try:
+        optimizer = _unflatten_optimizer(tensors("optimizer.safetensors"), meta.pop("optimizer"))
+    except (ValueError, TypeError, AttributeError) as e:
+        raise UserInputError(f"{opt_path}: malformed, or does not match state.json's optimizer entry "
+                             f"({_one_line(e)})") from None
     return TrainingState(step=meta.pop("step"), model=tensors("model.safetensors"), optimizer=optimizer,
                          rng=rng, meta=meta)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any], path: Path) -> None:
+    """``optimizer.load_state_dict(state_dict)``, with a UserInputError naming ``path`` when it does not fit.
+
+    Beyond torch's own checks (groups and parameter counts), every per-parameter state
+    tensor that is not a scalar must have its parameter's shape (true of Adam's moments).
+    """
+    try:
+        optimizer.load_state_dict(state_dict)
+    except (ValueError, KeyError, RuntimeError, TypeError) as e:
+        raise UserInputError(f"{path}: does not fit the model's optimizer ({_one_line(e)})") from None
+    for index, param in enumerate(p for group in optimizer.param_groups for p in group["params"]):
+        for key, value in optimizer.state.get(param, {}).items():
+            if torch.is_tensor(value) and value.dim() and value.shape != param.shape:
+                raise UserInputError(f"{path}: does not fit the model's optimizer ({index}.{key} has shape "
+                                     f"{list(value.shape)}, its parameter {list(param.shape)})")

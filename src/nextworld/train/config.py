@@ -30,7 +30,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Maximum global gradient norm; 0 disables clipping (the norm is still logged)."""
     seed: int = 0
-    """Seeds the batch order and the random generators (process r uses seed + r)."""
+    """Seeds the batch order and the random generators (process r uses rng.derive_seed(seed, r)); >= 0."""
     log_every: int = 10
     """Steps between metric records (metrics.jsonl, TensorBoard, the progress bar's loss)."""
     ckpt_every: int = 200
@@ -42,7 +42,7 @@ class TrainConfig:
     compile: bool = False
     """torch.compile the model's loss."""
     device: str = "auto"
-    """auto | cpu | cuda | cuda:N; auto picks CUDA when available (under torchrun, cuda:LOCAL_RANK)."""
+    """auto | cpu | cuda | cuda:N; auto and cuda take cuda:LOCAL_RANK under torchrun (where cuda:N is refused)."""
     progress: bool = True
     """Show a progress bar with throughput, ETA and the latest loss (main process only)."""
 
@@ -53,7 +53,7 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise UserInputError(f"train.{name} must be >= 1, got {value}")
-        for name in ("warmup_steps", "ckpt_every", "num_workers", "grad_clip", "weight_decay", "lr"):
+        for name in ("warmup_steps", "ckpt_every", "num_workers", "grad_clip", "weight_decay", "lr", "seed"):
             if getattr(self, name) < 0:
                 raise UserInputError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.min_lr_ratio <= 1:

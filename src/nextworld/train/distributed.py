@@ -61,9 +61,17 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def init_distributed(device_name: str) -> DistContext:
-    """Join the process group that torchrun's environment describes, if any."""
+    """Join the process group that torchrun's environment describes, if any.
+
+    Raises:
+        UserInputError: an unknown device, or an explicit ``cuda:N`` on several
+            processes (each would take that one GPU).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world_size > 1 and device_name.startswith("cuda:"):
+        raise UserInputError(f"device {device_name!r}: under torchrun use --device cuda or auto; "
+                             "each process takes cuda:LOCAL_RANK")
     device = resolve_device(device_name, local_rank)
     torchrun = "TORCHELASTIC_RUN_ID" in os.environ
     if world_size == 1:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -38,9 +39,9 @@ from torch.utils.data import DataLoader
 
 from nextworld.data.windows import ClipDataset, ResumableBatchSampler
 from nextworld.errors import UserInputError
-from nextworld.models.base import config_from_dict, config_to_dict, save_pretrained
-from nextworld.train.checkpoint import (STATE_DIR, TrainingState, load_training_state, read_state_json, recover,
-                                        save_training_state)
+from nextworld.models.base import check_tensors_match, config_from_dict, config_to_dict, save_pretrained
+from nextworld.train.checkpoint import (STATE_DIR, TrainingState, load_optimizer_state, load_training_state,
+                                        read_state_json, recover, save_training_state)
 from nextworld.train.config import TrainConfig
 from nextworld.train.distributed import (DistContext, LossForward, any_rank, barrier, close_distributed,
                                          gather_to_main, init_distributed, mean_over_ranks)
@@ -48,7 +49,7 @@ from nextworld.train.interrupt import StopSignals, ignore_sigint_in_worker
 from nextworld.train.metrics_log import MetricsLog, MetricsWindow
 from nextworld.train.optim import build_optimizer, lr_at
 from nextworld.train.progress import TrainProgress
-from nextworld.train.rng import capture_rng, restore_rng, seed_everything
+from nextworld.train.rng import capture_rng, derive_seed, restore_rng, seed_everything
 
 SampleFn = Callable[[nn.Module, int, Path], None]
 """``sample_fn(model, step, samples_dir)``: called on rank 0 at each checkpoint, in eval mode
@@ -92,7 +93,8 @@ def fit(model: nn.Module, family: str, data: ClipDataset, cfg: TrainConfig, run_
 
     Raises:
         UserInputError: a non-empty run_dir without ``resume``; ``resume`` without a
-            training state, or with another family, model config or number of clips.
+            training state, from a malformed one, or with another family, model config,
+            data, seed or global batch size than the run was trained with.
 
     Under torchrun every process calls fit with the same arguments (see
     nextworld.train.distributed). A second Ctrl-C raises KeyboardInterrupt without saving,
@@ -104,8 +106,9 @@ def fit(model: nn.Module, family: str, data: ClipDataset, cfg: TrainConfig, run_
     ctx = init_distributed(cfg.device)
     try:
         cfg.check(ctx.world_size)
-        state = _open_run_dir(run_dir, model, family, len(data), resume, ctx)
-        trainer = _Trainer(model, family, cfg, ctx, run_dir, len(data), extra_config or {}, sample_fn, state)
+        data_info = {"num_items": len(data), "fingerprint": data_fingerprint(data)}
+        state = _open_run_dir(run_dir, model, family, data_info, cfg, resume, ctx)
+        trainer = _Trainer(model, family, cfg, ctx, run_dir, data_info, extra_config or {}, sample_fn, state)
         start = 0 if state is None else state.step
         metrics: dict[str, float] = {} if state is None else state.meta["metrics"]
         loader = _loader(data, cfg, ctx, start)
@@ -117,10 +120,10 @@ def fit(model: nn.Module, family: str, data: ClipDataset, cfg: TrainConfig, run_
             batches = iter(loader)
             # The generators are set last, so nothing between here and the first step draws from them.
             if state is None:
-                seed_everything(cfg.seed + ctx.rank)
+                seed_everything(derive_seed(cfg.seed, ctx.rank))
                 trainer.checkpoint(0, metrics, samples=False)
             else:
-                trainer.restore_rng(state, cfg.seed + ctx.rank + start)
+                trainer.restore_rng(state, derive_seed(cfg.seed, ctx.rank, start))
             window = MetricsWindow()
             while step < cfg.steps and not interrupted:
                 lr = lr_at(step, cfg)
@@ -147,25 +150,54 @@ def fit(model: nn.Module, family: str, data: ClipDataset, cfg: TrainConfig, run_
 
 
 def saved_train_config(run_dir: Path) -> TrainConfig:
-    """The TrainConfig a run's latest training state was trained with."""
-    return config_from_dict(TrainConfig, read_state_json(Path(run_dir))["train"], f"{run_dir}/{STATE_DIR}")
+    """The TrainConfig a run's latest training state was trained with.
+
+    Reads the state wherever an interrupted save left it, and moves nothing, so every
+    process of a torchrun job may call it before :func:`fit`.
+    """
+    run_dir = Path(run_dir)
+    saved = read_state_json(run_dir, required={"train": dict})
+    return config_from_dict(TrainConfig, saved["train"], f"{run_dir}/{STATE_DIR}/state.json: train")
+
+
+def data_fingerprint(data: ClipDataset) -> str:
+    """sha256 over the dataset's shard file checksums and the clip index: equal iff the clips are.
+
+    Cheap (the checksums are already in the dataset's metadata, nothing is re-read).
+    """
+    digest = hashlib.sha256()
+    for shard in data.data.meta["shards"]:
+        for name in sorted(shard["files"]):
+            digest.update(f"{shard['name']}/{name}:{shard['files'][name]['sha256']}\n".encode())
+    digest.update(np.ascontiguousarray(data.index, dtype=np.int64).tobytes())  # (clips, 2): episode, start row
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------- setup
 
 
-def _open_run_dir(run_dir: Path, model: nn.Module, family: str, num_items: int, resume: bool,
-                  ctx: DistContext) -> TrainingState | None:
-    """Check run_dir against ``resume``; the training state to resume from, or None."""
+_META_KEYS: dict[str, type] = {"family": str, "model_config": dict, "train": dict, "metrics": dict, "data": dict,
+                               "data.num_items": int, "data.seed": int, "data.global_batch": int}
+"""What _Trainer.checkpoint puts in state.json and a resume reads."""
+
+
+def _open_run_dir(run_dir: Path, model: nn.Module, family: str, data_info: dict[str, Any], cfg: TrainConfig,
+                  resume: bool, ctx: DistContext) -> TrainingState | None:
+    """Check run_dir against ``resume``; the training state to resume from, or None.
+
+    A resume must continue the same run: same family, model config, data, seed and
+    global batch (the last three fix which clips each step reads).
+    """
     if not resume:
         if run_dir.exists() and any(run_dir.iterdir()):
             raise UserInputError(f"{run_dir}: exists; pass --resume or choose another --out")
         barrier(ctx)  # every rank has looked before rank 0 writes
         return None
+    barrier(ctx)  # every rank is done reading (saved_train_config) before rank 0 moves files
     if ctx.is_main:
         recover(run_dir)
     barrier(ctx)
-    state = load_training_state(run_dir)
+    state = load_training_state(run_dir, required_meta=_META_KEYS)
     if state.meta["family"] != family:
         raise UserInputError(f"{run_dir}: a {state.meta['family']!r} run, cannot resume it as {family!r}")
     given = json.loads(json.dumps(config_to_dict(model.config)))
@@ -175,10 +207,24 @@ def _open_run_dir(run_dir: Path, model: nn.Module, family: str, num_items: int, 
         raise UserInputError(
             f"{run_dir}: its model config differs from the given one in {', '.join(differ)}; "
             "resume with the config the run was trained with")
-    if state.meta["data"]["num_items"] != num_items:
+    saved_data = state.meta["data"]
+    if saved_data["num_items"] != data_info["num_items"]:
         raise UserInputError(
-            f"{run_dir}: trained on {state.meta['data']['num_items']} clips, the given data has {num_items}; "
+            f"{run_dir}: trained on {saved_data['num_items']} clips, the given data has {data_info['num_items']}; "
             "resume needs the same data")
+    for field, saved_value, given in (("seed", saved_data["seed"], cfg.seed),
+                                      ("batch_size", saved_data["global_batch"], cfg.batch_size)):
+        if saved_value != given:
+            raise UserInputError(
+                f"{run_dir}: trained with train.{field} {saved_value}, the given config has {given}; "
+                "resume needs the same (it fixes which clips each step reads)")
+    saved_fingerprint = saved_data.get("fingerprint")  # absent from states saved before fingerprints
+    if saved_fingerprint is not None and saved_fingerprint != data_info["fingerprint"]:
+        raise UserInputError(
+            f"{run_dir}: the given data differ from those it was trained on (data fingerprint "
+            f"{data_info['fingerprint'][:12]}, saved {str(saved_fingerprint)[:12]}); resume needs the same data")
+    check_tensors_match(model.state_dict(), state.model, run_dir / STATE_DIR / "model.safetensors",
+                        against="the model config")
     return state
 
 
@@ -210,10 +256,10 @@ class _Trainer:
     """The model, its optimizer and DDP wrapper, and what one step and one checkpoint do."""
 
     def __init__(self, model: nn.Module, family: str, cfg: TrainConfig, ctx: DistContext, run_dir: Path,
-                 num_items: int, extra_config: dict[str, Any], sample_fn: SampleFn | None,
+                 data_info: dict[str, Any], extra_config: dict[str, Any], sample_fn: SampleFn | None,
                  state: TrainingState | None) -> None:
         self.model, self.family, self.cfg, self.ctx = model, family, cfg, ctx
-        self.run_dir, self.num_items = run_dir, num_items
+        self.run_dir, self.data_info = run_dir, data_info
         self.extra_config, self.sample_fn = extra_config, sample_fn
         self.device = ctx.device
         model.to(self.device).train()
@@ -221,7 +267,7 @@ class _Trainer:
         self.optimizer = build_optimizer(model, cfg, self.device)
         if state is not None:  # before DDP, which broadcasts rank 0's weights
             model.load_state_dict(state.model)
-            self.optimizer.load_state_dict(state.optimizer)
+            load_optimizer_state(self.optimizer, state.optimizer, run_dir / STATE_DIR / "optimizer.safetensors")
         forward: nn.Module = LossForward(model)
         self.ddp: DistributedDataParallel | None = None
         if ctx.parallel:
@@ -256,7 +302,7 @@ class _Trainer:
         return totals
 
     def restore_rng(self, state: TrainingState, fallback_seed: int) -> None:
-        # A rank the saved run did not have (resumed on more processes) starts a fresh stream.
+        """This rank's saved generator states, or ``fallback_seed`` for a rank the saved run did not have."""
         if self.ctx.rank < len(state.rng):
             restore_rng(state.rng[self.ctx.rank], self.device)
         else:
@@ -268,9 +314,8 @@ class _Trainer:
         if self.ctx.is_main:
             meta = {"family": self.family, "model_config": config_to_dict(self.model.config),
                     "train": dataclasses.asdict(self.cfg), "extra_config": self.extra_config,
-                    "data": {"sampler": "ResumableBatchSampler", "next_step": step,
-                             "num_items": self.num_items, "global_batch": self.cfg.batch_size,
-                             "seed": self.cfg.seed},
+                    "data": {"sampler": "ResumableBatchSampler", "next_step": step, **self.data_info,
+                             "global_batch": self.cfg.batch_size, "seed": self.cfg.seed},
                     "metrics": metrics}
             save_training_state(self.run_dir, TrainingState(step, self.model.state_dict(),
                                                             self.optimizer.state_dict(), rng, meta))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from nextworld.atomic_files import write_atomic
 
 METRICS_NAME = "metrics.jsonl"
 TENSORBOARD_DIR = "tb"
@@ -92,9 +93,4 @@ def _truncate_after(path: Path, step: int) -> None:
             continue
         if record.get("step", 0) <= step:
             kept.append(line + "\n")
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.writelines(kept)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text("".join(kept)))

@@ -12,6 +12,15 @@ import numpy as np
 import torch
 
 
+def derive_seed(seed: int, *key: int) -> int:
+    """A 64-bit seed for the stream ``key`` (e.g. a rank) of the run seeded ``seed``.
+
+    Distinct ``(seed, *key)`` give unrelated seeds (numpy's SeedSequence spawn keys), where
+    ``seed + rank`` would give seed 1 rank 0 the stream of seed 0 rank 1. ``seed`` >= 0.
+    """
+    return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1, np.uint64)[0])
+
+
 def seed_everything(seed: int) -> None:
     """Seed python ``random``, numpy's global generator and torch (CPU and all CUDA devices)."""
     random.seed(seed)
