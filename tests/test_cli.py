@@ -33,6 +33,7 @@ def test_collect_and_info(coinrun: dict[str, Path], capsys: pytest.CaptureFixtur
     assert summary["episodes"] == 6 and summary["frame_shape"] == [64, 64, 3]
     assert 100000 <= summary["levels"][0] <= summary["levels"][1] < 100100
     assert summary["action_space"] == {"type": "discrete", "n": 15} and summary["verified"]
+    assert summary["split"] == {"by": "level", "range": [100000, 100100]}
 
 
 def test_collect_gym(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ def run_info(args: InfoArgs) -> int:
         ("fps", f"{s.fps:g}"),
         ("action space", actions),
         ("labels", ", ".join(s.labels) or "none"),
+        ("split", f"{s.split['by']}s {s.split['range'][0]}:{s.split['range'][1]}" if s.split else "not recorded"),
         ("levels", f"{s.levels[0]} … {s.levels[1]}" if s.levels else "not recorded"),
         ("seeds", f"{s.seeds[0]} … {s.seeds[1]}" if s.seeds else "not recorded"),
         ("source", ", ".join(f"{k}={v}" for k, v in s.source.items()) or "unknown"),

@@ -173,6 +173,7 @@ class EpisodeWriter:
         action_space: gym.Space | None,
         source: dict[str, Any],
         labels: dict[str, tuple[tuple[int, ...], str]] | None = None,
+        split: dict[str, Any] | None = None,
         shard_frames: int = 8192,
         overwrite: bool = False,
     ) -> None:
@@ -184,6 +185,8 @@ class EpisodeWriter:
             action_space: the actions' Gymnasium space, or None for action-free data.
             source: free-form description of where the data came from (written to meta).
             labels: hidden labels, name -> (per-frame shape, numpy dtype name).
+            split: which part of the source's episodes this dataset holds, e.g.
+                ``{"by": "level", "range": [0, 10000]}`` or ``{"by": "seed", "range": [0, 200]}``.
             shard_frames: frames buffered before a shard is written.
             overwrite: replace an existing dataset at ``root`` once this one is complete.
         """
@@ -203,6 +206,7 @@ class EpisodeWriter:
             "action_space": space_to_json(action_space),
             "labels": {k: {"shape": list(s), "dtype": d} for k, (s, d) in self.label_specs.items()},
             "source": source,
+            "split": split,
             "num_episodes": 0,
             "num_frames": 0,
             "shards": [],

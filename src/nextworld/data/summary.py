@@ -29,6 +29,8 @@ class DatasetSummary:
     shards: int
     bytes_on_disk: int
     source: dict[str, Any]
+    split: dict[str, Any] | None
+    """How the episodes were drawn from the source (by level or seed range), if recorded."""
     verified: bool
     """Whether every shard's checksum was checked."""
 
@@ -46,4 +48,5 @@ def summarize_dataset(path: str | Path, verify: bool = False) -> DatasetSummary:
         seeds=(min(seeds), max(seeds)) if seeds else None,
         episode_length=(int(lengths.min()), float(lengths.mean()), int(lengths.max())),
         shards=len(ds.meta["shards"]), bytes_on_disk=ds.size_on_disk(), source=ds.meta.get("source", {}),
+        split=ds.meta.get("split"),
         verified=verify)

@@ -115,7 +115,8 @@ def collect_gym(env_id: str, cfg: CollectConfig) -> CollectSummary:
         }
         fps = float(env.metadata.get("render_fps") or DEFAULT_FPS)
         with EpisodeWriter(cfg.out, fps=fps, frame_shape=(cfg.size, cfg.size, 3), action_space=stored_space,
-                           source=source, overwrite=cfg.overwrite) as writer, \
+                           source=source, split={"by": "seed", "range": [cfg.seed, cfg.seed + cfg.episodes]},
+                           overwrite=cfg.overwrite) as writer, \
                 EpisodeProgress(cfg.episodes, f"gym:{env_id}", cfg.progress) as progress:
             for index in range(cfg.episodes):
                 episode = _play_episode(env, env_id, cfg, cfg.seed + index, rng)

@@ -103,6 +103,7 @@ def collect_procgen(game: str, cfg: CollectConfig) -> CollectSummary:
     try:
         with EpisodeWriter(cfg.out, fps=PROCGEN_FPS, frame_shape=PROCGEN_FRAME_SHAPE,
                            action_space=gym.spaces.Discrete(PROCGEN_NUM_ACTIONS), source=source,
+                           split={"by": "level", "range": list(levels)},
                            overwrite=cfg.overwrite) as writer, \
                 EpisodeProgress(cfg.episodes, f"procgen:{game}", cfg.progress) as progress:
             _, obs, first = env.observe()
