@@ -7,6 +7,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from nextworld.data.episodes import Episode, EpisodeWriter
 
@@ -41,3 +42,13 @@ def make_dataset(root: Path, lengths: list[int], *, size: int = 16, n_actions: i
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "ds", [20, 5, 33, 17, 40, 9])
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread: at test sizes, synchronising threads costs more than
+    the arithmetic, and far more when the cores are shared with other processes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

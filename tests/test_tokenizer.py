@@ -15,14 +15,7 @@ from nextworld.eval.tokenizer_eval import evaluate_tokenizer
 from nextworld.models.base import family_names, load_pretrained, save_pretrained
 from nextworld.models.genie import TOKENIZER_PRESETS, TokenizerConfig, VideoTokenizer
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # At these sizes, synchronising intra-op threads costs more than the convolutions, and
-    # far more when the cores are shared with other processes.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = TokenizerConfig(image_size=16, downsample=4, width=32, num_res_blocks=1, codebook_size=64, code_dim=8)

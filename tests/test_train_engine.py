@@ -27,12 +27,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> ClipDataset:
     return clips(make_dataset(tmp_path_factory.mktemp("ds") / "ds", [20, 5, 33, 17, 40, 9]))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(**kw) -> TrainConfig:
