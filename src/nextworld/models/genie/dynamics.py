@@ -1,0 +1,191 @@
+"""Genie's dynamics model (stage 3 of Bruce et al. 2024): next-frame tokens from past tokens and a latent action.
+
+A MaskGIT space-time transformer over the tokenizer's frame tokens. Frame t's tokens are
+embedded (a hidden token gets the extra id ``num_codes``, [MASK]) and the embedding of the
+latent action that *leads to* frame t is added to each of them: action ``a_t`` is taken
+after frame t (see ``nextworld``'s tensor conventions), so it conditions frame t+1, and
+frame 0 gets none. Causal temporal attention lets frame t see frames <= t only, so the
+logits of frame t+1 depend on frames 0..t+1 and actions 0..t.
+
+Training (``loss``): frame 0 is never hidden; every later frame hides a ratio ~ U[0.5, 1]
+of its tokens (``mask_ratio_min``/``max``); cross-entropy on the hidden tokens only.
+
+Generation: ``prefill`` caches a prompt's temporal keys/values, then each ``generate_next``
+decodes one frame by MaskGIT iterations over that frame's own tokens and appends it to the
+cache, so a new frame costs ``steps + 1`` passes over S = h * w tokens, not over the clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nextworld.errors import UserInputError
+from nextworld.nn import maskgit
+from nextworld.nn.space_time import KVCache, SpaceTimeTransformer
+
+
+@dataclass
+class DynamicsConfig:
+    """Shape and training knobs of ``GenieDynamics``."""
+
+    num_codes: int = 1024
+    """Token vocabulary, the tokenizer's ``num_codes``; id ``num_codes`` is the [MASK] token."""
+    token_grid: tuple[int, int] = (8, 8)
+    """(h, w): tokens per frame along each side, the tokenizer's ``token_grid``."""
+    num_actions: int = 8
+    """Latent actions, the latent action model's codebook size."""
+    dim: int = 256
+    """Transformer width."""
+    depth: int = 6
+    """Space-time blocks."""
+    heads: int = 8
+    """Attention heads (``dim`` must be divisible by them)."""
+    mlp_ratio: float = 4.0
+    """MLP hidden width as a multiple of ``dim``."""
+    dropout: float = 0.0
+    """Dropout on attention weights and residual branches."""
+    mask_ratio_min: float = 0.5
+    """Least ratio of a frame's tokens hidden in training (Genie: 0.5)."""
+    mask_ratio_max: float = 1.0
+    """Largest ratio of a frame's tokens hidden in training (Genie: 1.0)."""
+    max_frames: int = 16
+    """Most frames the model attends over: training clip length and generation context."""
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads:
+            raise UserInputError(f"dynamics dim {self.dim} is not divisible by heads {self.heads}")
+        if not 0 < self.mask_ratio_min <= self.mask_ratio_max <= 1:
+            raise UserInputError(f"dynamics mask ratios must satisfy 0 < min <= max <= 1, "
+                                 f"got [{self.mask_ratio_min}, {self.mask_ratio_max}]")
+        if min(self.num_codes, self.num_actions, self.max_frames, *self.token_grid) < 1:
+            raise UserInputError("dynamics num_codes, num_actions, max_frames and token_grid must be positive")
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.token_grid[0] * self.token_grid[1]
+
+
+class GenieDynamics(nn.Module):
+    """tokens int64 [B, T, h, w] + latent actions int64 [B, T] -> logits of every token [B, T, h, w, num_codes]."""
+
+    def __init__(self, config: DynamicsConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.mask_id = config.num_codes
+        self.token_embedding = nn.Embedding(config.num_codes + 1, config.dim)  # +1: [MASK]
+        self.action_embedding = nn.Embedding(config.num_actions, config.dim)
+        self.transformer = SpaceTimeTransformer(config.dim, config.depth, config.heads, config.mlp_ratio,
+                                                config.dropout, config.max_frames, config.tokens_per_frame)
+        self.head = nn.Linear(config.dim, config.num_codes)
+        for emb in (self.token_embedding, self.action_embedding):
+            nn.init.normal_(emb.weight, std=0.02)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def _check(self, tokens: torch.Tensor, actions: torch.Tensor, num_actions: int) -> None:
+        h, w = self.config.token_grid
+        if tokens.dim() != 4 or tuple(tokens.shape[2:]) != (h, w):
+            raise ValueError(f"dynamics expects tokens [B, T, {h}, {w}], got {list(tokens.shape)}")
+        if tuple(actions.shape) != (tokens.shape[0], num_actions):
+            raise ValueError(f"dynamics expects actions [{tokens.shape[0]}, {num_actions}] "
+                             f"for tokens {list(tokens.shape)}, got {list(actions.shape)}")
+
+    def _embed(self, tokens: torch.Tensor, leading_actions: torch.Tensor) -> torch.Tensor:
+        """tokens int64 [B, T, S] + the actions that lead to frames 1..T-1 [B, T-1] -> float [B, T, S, D]."""
+        x = self.token_embedding(tokens)  # (B, T, S, D)
+        a = self.action_embedding(leading_actions)[:, :, None]  # (B, T-1, 1, D)
+        return torch.cat([x[:, :1], x[:, 1:] + a], dim=1)  # frame 0 has no action leading to it
+
+    def logits(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Logits of every token of a clip, each frame seeing only itself and earlier frames.
+
+        Args:
+            tokens: int64 [B, T, h, w], ids in [0, num_codes]; ``num_codes`` marks a hidden token.
+            actions: int64 [B, T]; ``actions[:, t]`` is taken after frame t and conditions frame
+                t+1; the last one is unused.
+        Returns:
+            float [B, T, h, w, num_codes].
+        """
+        self._check(tokens, actions, tokens.shape[1])
+        x = self._embed(tokens.flatten(2), actions[:, :-1])  # (B, T, S, D)
+        return self.head(self.transformer(x)).unflatten(2, self.config.token_grid)  # (B, T, h, w, V)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """MaskGIT loss on a batch of token clips.
+
+        Args:
+            batch: ``tokens`` int64 [B, T, h, w] (T >= 2) and ``actions`` int64 [B, T] (latent actions).
+        Returns:
+            the mean over clips of each clip's cross-entropy on its hidden tokens, and metrics
+            ``losses/dynamics_ce`` and ``charts/masked_accuracy`` (argmax accuracy on the hidden
+            tokens, mean over clips), as 0-d tensors.
+        """
+        tokens, actions = batch["tokens"], batch["actions"]
+        b, t = tokens.shape[:2]
+        if t < 2:
+            raise ValueError(f"dynamics loss needs clips of at least 2 frames (frame 0 is never hidden), got {t}")
+        hidden = maskgit.sample_mask((b, t, self.config.tokens_per_frame), self.config.mask_ratio_min,
+                                     self.config.mask_ratio_max, device=tokens.device)  # (B, T, S)
+        hidden[:, 0] = False
+        hidden = hidden.view(tokens.shape)  # (B, T, h, w)
+        logits = self.logits(torch.where(hidden, self.mask_id, tokens), actions)  # (B, T, h, w, V)
+        ce = F.cross_entropy(logits.flatten(0, 3), tokens.flatten(), reduction="none").view(tokens.shape)
+        correct = (logits.detach().argmax(dim=-1) == tokens).float()  # (B, T, h, w)
+        weight = hidden.float() / hidden.flatten(1).sum(dim=1).view(b, 1, 1, 1)  # each clip's hidden tokens sum to 1
+        loss = (ce * weight).sum() / b
+        metrics = {"losses/dynamics_ce": loss.detach(), "charts/masked_accuracy": (correct * weight).sum() / b}
+        return loss, metrics
+
+    @torch.no_grad()
+    def prefill(self, tokens: torch.Tensor, actions: torch.Tensor | None = None) -> KVCache:
+        """Cache a prompt of T frames for generation.
+
+        Args:
+            tokens: int64 [B, T, h, w], T < max_frames to leave room for generated frames.
+            actions: int64 [B, T-1], the actions between the prompt's frames (None when T = 1).
+        Returns:
+            the cache to pass to ``generate_next``.
+        """
+        if actions is None:
+            actions = tokens.new_zeros(tokens.shape[0], 0)
+        self._check(tokens, actions, tokens.shape[1] - 1)
+        cache = KVCache()
+        self.transformer(self._embed(tokens.flatten(2), actions), cache=cache)
+        return cache
+
+    @torch.no_grad()
+    def generate_next(self, cache: KVCache, action: torch.Tensor, steps: int = 8,
+                      temperature: float = 1.0) -> torch.Tensor:
+        """Decode the frame that follows the cached frames under ``action``, and append it to the cache.
+
+        Args:
+            cache: from ``prefill`` (and earlier ``generate_next`` calls); holds L < max_frames frames.
+            action: int64 [B], the latent action taken after the last cached frame.
+            steps: MaskGIT iterations.
+            temperature: sampling temperature (0: argmax).
+        Returns:
+            tokens int64 [B, h, w] of the new frame.
+        """
+        if cache.length == 0:
+            raise ValueError("generate_next needs a cache from prefill: the prompt frames come first")
+        if cache.length >= self.config.max_frames:
+            raise ValueError(f"the cache already holds max_frames={self.config.max_frames} frames; "
+                             f"prefill again with the last frames to continue")
+        b, s = action.shape[0], self.config.tokens_per_frame
+        if action.dim() != 1 or b * s != cache.layers[0][0].shape[0]:
+            raise ValueError(f"generate_next expects one action per cached sequence, got shape {list(action.shape)}")
+        a = self.action_embedding(action)[:, None, None]  # (B, 1, 1, D)
+
+        def run(frame: torch.Tensor, update_cache: bool) -> torch.Tensor:
+            x = self.token_embedding(frame)[:, None] + a  # (B, 1, S, D)
+            return self.transformer(x, cache=cache, update_cache=update_cache)[:, 0]  # (B, S, D)
+
+        frame = maskgit.decode(lambda f: self.head(run(f, False)), b, s, self.mask_id, steps, temperature,
+                               device=action.device)  # (B, S)
+        run(frame, True)  # the committed frame's keys/values become context for the next one
+        return frame.view(b, *self.config.token_grid)  # (B, h, w)
