@@ -16,8 +16,8 @@ the last row with action 0, reward 0 and flags False; one that does not (Procgen
 on the last frame it saw, whose row carries the final reward and flag.
 
 Why ``.npy`` shards: they memory-map, so a reader touches only the windows it samples
-(the whole dataset is never loaded), they need no extra dependency, and in steady state
-random 16-frame reads from them measured 4x faster than HDF5 (docs/benchmarks.md).
+(the whole dataset is never loaded), they need no extra dependency, and
+random 16-frame reads from them measured about 3x faster than HDF5 (docs/benchmarks.md).
 
 A writer builds the whole dataset in a hidden staging directory beside ``DIR`` and renames
 it into place when it closes, so a failed or interrupted write never leaves a half-written
