@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from nextworld.data.episodes import Episode, EpisodeWriter
+from nextworld.data.episode_format import Episode
+from nextworld.data.episode_writer import EpisodeWriter
 
 
 def make_dataset(root: Path, lengths: list[int], *, size: int = 16, n_actions: int = 4,

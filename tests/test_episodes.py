@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import make_dataset
-from nextworld.data.episodes import (Episode, EpisodeDataset, EpisodeWriter, parse_range, space_from_json,
-                                     space_to_json, split_episodes)
+from nextworld.data.episode_format import Episode, parse_range, space_from_json, space_to_json
+from nextworld.data.episode_writer import EpisodeWriter
+from nextworld.data.episodes import EpisodeDataset, split_episodes
 from nextworld.errors import UserInputError
 
 

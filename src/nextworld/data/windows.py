@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nextworld.data.episodes import EpisodeDataset, parse_range, split_episodes
+from nextworld.data.episode_format import parse_range
+from nextworld.data.episodes import EpisodeDataset, split_episodes
 from nextworld.errors import UserInputError
 
 

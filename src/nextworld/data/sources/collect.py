@@ -20,7 +20,7 @@ from typing import Annotated, Callable, Literal
 import tyro
 
 
-from nextworld.data.episodes import check_output
+from nextworld.data.episode_writer import check_output
 from nextworld.errors import UserInputError
 
 

@@ -8,7 +8,7 @@ path serves every env, and the frame is the same picture a person gets when play
 
 Episode ``i`` is reset with seed ``seed + i`` and stores that seed (splits go by seed). After
 the action that ends an episode, the env's terminal frame is rendered and stored as the last
-row, with action 0, reward 0 and flags False (the convention of ``nextworld.data.episodes``),
+row, with action 0, reward 0 and flags False (the convention of ``nextworld.data.episode_format``),
 so an episode of ``k`` actions has ``k + 1`` rows.
 """
 
@@ -21,7 +21,8 @@ import minigrid  # noqa: F401  (importing registers the MiniGrid and BabyAI envs
 import numpy as np
 from PIL import Image
 
-from nextworld.data.episodes import Episode, EpisodeWriter
+from nextworld.data.episode_format import Episode
+from nextworld.data.episode_writer import EpisodeWriter
 from nextworld.data.sources.collect import CollectConfig, CollectSummary
 from nextworld.data.sources.progress import EpisodeProgress
 from nextworld.data.frames import fit_square

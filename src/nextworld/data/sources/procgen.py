@@ -4,7 +4,7 @@ Procgen's vectorised env resets each game by itself. After the action that ends 
 ``observe()`` returns ``first[i] = True``, the *next* episode's first frame in ``obs[i]`` and the
 ended episode's final reward in ``rew[i]``. The terminal frame is never seen, so an episode
 here ends on the last frame it saw, whose row carries the final reward and end flag (the
-convention of ``nextworld.data.episodes`` for sources without a terminal frame).
+convention of ``nextworld.data.episode_format`` for sources without a terminal frame).
 
 How an episode ends, and how it is flagged:
 
@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
-from nextworld.data.episodes import Episode, EpisodeWriter, parse_range
+from nextworld.data.episode_format import Episode, parse_range
+from nextworld.data.episode_writer import EpisodeWriter
 from nextworld.data.sources.collect import CollectConfig, CollectSummary
 from nextworld.data.sources.progress import EpisodeProgress
 from nextworld.errors import UserInputError

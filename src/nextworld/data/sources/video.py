@@ -23,7 +23,8 @@ import av
 import tyro
 import numpy as np
 
-from nextworld.data.episodes import Episode, EpisodeWriter, check_output
+from nextworld.data.episode_format import Episode
+from nextworld.data.episode_writer import EpisodeWriter, check_output
 from nextworld.data.frames import fit_square
 from nextworld.data.sources.progress import EpisodeProgress
 from nextworld.errors import UserInputError
