@@ -42,6 +42,8 @@ def _make_env(env_id: str) -> gym.Env:
         raise UserInputError(f"gym:{env_id}: needs a package that is not installed ({e})") from None
     except gym.error.Error as e:  # a malformed id, among others
         raise UserInputError(f"gym:{env_id}: Gymnasium cannot make this environment ({e})") from None
+    except TypeError as e:  # an env whose constructor takes no render_mode
+        raise UserInputError(f"gym:{env_id}: the environment cannot be made with render_mode='rgb_array' ({e})") from None
     if "rgb_array" not in env.metadata.get("render_modes", ()):
         env.close()
         raise UserInputError(f"gym:{env_id}: the environment has no rgb_array render mode, so it gives no frames")

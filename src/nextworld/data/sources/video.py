@@ -117,6 +117,8 @@ def _decode_resampled(path: Path, fps: float, size: int, mode: Literal["crop", "
         if not container.streams.video:
             raise UndecodableVideo("it has no video stream")
         stream = container.streams.video[0]
+        if stream.time_base is None:
+            raise UndecodableVideo("its video stream has no time base, so frames cannot be timed")
         stream.thread_type = "AUTO"
         first_pts: int | None = None
         latest: av.VideoFrame | None = None
