@@ -28,11 +28,12 @@ console = Console(soft_wrap=True)  # never break a path across lines
 
 
 def _human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KB", "MB", "GB"):
         n /= 1024
-    raise AssertionError("unreachable")
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}"
 
 
 # ---------------------------------------------------------------------------- info

@@ -1,4 +1,10 @@
-"""Frames and pictures: any picture into a dataset frame (square, resized, uint8 RGB), and frames into a picture."""
+"""Frames and pictures: any picture into a dataset frame (square, resized, uint8 RGB), frames
+into a picture, and frames between the stored layout and the model layout.
+
+Stored frames are uint8 ``[..., H, W, C]``; models take float ``[..., C, H, W]`` in [0, 1]
+(the conventions of ``nextworld``'s package docstring). ``to_model_frames`` and
+``to_stored_frames`` are the one crossing between the two.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from PIL import Image
 
 from nextworld.atomic_files import write_atomic
@@ -29,6 +36,16 @@ def fit_square(image: Image.Image, size: int, mode: Literal["crop", "pad"]) -> n
     resample = Image.Resampling.BOX if side >= size else Image.Resampling.BILINEAR
     square = image.convert("RGB").resize((size, size), resample, box=(left, top, left + side, top + side))
     return np.asarray(square, dtype=np.uint8)
+
+
+def to_model_frames(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., H, W, C] -> float [..., C, H, W] in [0, 1]."""
+    return frames.movedim(-1, -3).float() / 255
+
+
+def to_stored_frames(x: torch.Tensor) -> torch.Tensor:
+    """float [..., C, H, W] in [0, 1] (clamped) -> uint8 [..., H, W, C]."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).movedim(-3, -1)
 
 
 def save_image_grid(rows: list[np.ndarray], path: str | Path, scale: int = 2, gap: int = 2) -> Path:

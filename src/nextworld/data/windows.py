@@ -152,13 +152,16 @@ class ResumableBatchSampler:
 
 
 def open_clips(path: str | Path, spec: WindowSpec, *, levels: str | None = None,
-               keys: tuple[str, ...] | None = None,
-               frame_shape: tuple[int, int, int] | None = None) -> ClipDataset:
-    """Open a dataset for training or evaluation: every checksum verified up front (in this
-    process, before any run directory is written), episodes selected by level range
-    ``"A:B"``, frame shape checked against what the model needs.
+               keys: tuple[str, ...] | None = None, frame_shape: tuple[int, int, int] | None = None,
+               verify: str = "full") -> ClipDataset:
+    """Open a dataset for training or evaluation: episodes selected by level range ``"A:B"``,
+    frame shape checked against what the model needs, checksums verified as ``verify`` says.
+
+    Training keeps the default ``"full"``: every checksum in this process before a run
+    directory is written or worker processes start. Evaluation, which reads a few clips in
+    this process, passes ``"lazy"`` to hash only the shards it touches.
     """
-    data = EpisodeDataset(path, verify="full")
+    data = EpisodeDataset(path, verify=verify)
     if frame_shape is not None and tuple(data.frame_shape) != tuple(frame_shape):
         raise UserInputError(f"{path}: frames are {list(data.frame_shape)}, the model needs {list(frame_shape)}")
     episodes = None

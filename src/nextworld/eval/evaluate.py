@@ -63,7 +63,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     tokenizer = load_pretrained(tokenizer_dir, family="genie-tokenizer").to(device)
     clips = open_clips(cfg.data, EVAL_WINDOW, levels=cfg.levels, keys=("frames",),
-                       frame_shape=tokenizer.config.frame_shape)
+                       frame_shape=tokenizer.config.frame_shape, verify="lazy")
     metrics: dict[str, Any] = evaluate_tokenizer(tokenizer, clips, max_clips=cfg.max_clips, device=device)
     metrics.update({"run": str(cfg.run), "data": str(cfg.data), "levels": cfg.levels,
                     "num_clips": min(cfg.max_clips, len(clips))})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from nextworld.data.frames import to_model_frames
 from nextworld.data.windows import ClipDataset
 from nextworld.eval.metrics import codebook_usage, psnr, ssim
 from nextworld.models.genie.tokenizer import VideoTokenizer
@@ -38,7 +39,7 @@ def evaluate_tokenizer(model: VideoTokenizer, clips: ClipDataset, max_clips: int
     all_tokens = []
     for start in range(0, n, batch_size):
         frames = torch.stack([clips[int(i)]["frames"] for i in chosen[start:start + batch_size]]).to(device)
-        x = frames.permute(0, 1, 4, 2, 3).float() / 255  # (B, T, C, H, W)
+        x = to_model_frames(frames)  # (B, T, C, H, W)
         tokens = model.encode(x)  # (B, T, h, w)
         recon = model.decode(tokens)
         psnr_sum += float(psnr(recon, x).sum())

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nextworld.data.frames import to_model_frames
 from nextworld.errors import UserInputError
 from nextworld.eval.metrics import psnr
 from nextworld.nn.quantizers import QuantizerOutput, VectorQuantizer
@@ -266,7 +267,7 @@ class LatentActionModel(nn.Module):
         frames = batch["frames"]
         if frames.dim() != 5 or frames.shape[1] < 2:
             raise ValueError(f"latent action loss needs frames [B, T >= 2, H, W, C], got {list(frames.shape)}")
-        x = frames.permute(0, 1, 4, 2, 3).float() / 255  # (B, T, C, H, W)
+        x = to_model_frames(frames)  # (B, T, C, H, W)
         pred, q = self(x)  # (B, T-1, C, H, W)
         target = x[:, 1:]
         recon = F.mse_loss(pred, target)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nextworld.data.frames import save_image_grid
+from nextworld.data.frames import save_image_grid, to_model_frames, to_stored_frames
 from nextworld.data.windows import ClipDataset
 from nextworld.models.genie.tokenizer import VideoTokenizer
 
@@ -21,7 +21,6 @@ def save_reconstructions(tokenizer: VideoTokenizer, clips: ClipDataset, path: Pa
     chosen = np.linspace(0, len(clips) - 1, count).round().astype(int)
     frames = torch.stack([clips[int(i)]["frames"][0] for i in chosen])  # (count, H, W, C) uint8
     device = next(tokenizer.parameters()).device
-    x = frames.to(device).permute(0, 3, 1, 2)[:, None].float() / 255  # (count, 1, C, H, W)
-    recon = tokenizer.decode(tokenizer.encode(x))[:, 0].permute(0, 2, 3, 1)  # (count, H, W, C)
-    recon = (recon * 255).round().to(torch.uint8).cpu().numpy()
-    return save_image_grid([frames.numpy(), recon], path)
+    x = to_model_frames(frames.to(device)[:, None])  # (count, 1, C, H, W)
+    recon = to_stored_frames(tokenizer.decode(tokenizer.encode(x))[:, 0])  # (count, H, W, C)
+    return save_image_grid([frames.numpy(), recon.cpu().numpy()], path)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nextworld.data.frames import to_model_frames
 from nextworld.errors import UserInputError
 from nextworld.eval.metrics import psnr
 from nextworld.nn.conv_blocks import ConvDecoder, ConvEncoder
@@ -174,7 +175,7 @@ class VideoTokenizer(nn.Module):
             # k distinct frames per clip, from a fresh random permutation each step
             pick = torch.rand(frames.shape[:2], device=frames.device).argsort(dim=1)[:, :k]  # (B, k)
             frames = frames[torch.arange(frames.shape[0], device=frames.device)[:, None], pick]  # (B, k, H, W, C)
-        x = frames.permute(0, 1, 4, 2, 3).float() / 255  # (B, T, C, H, W)
+        x = to_model_frames(frames)  # (B, T, C, H, W)
         recon, q = self(x)
         recon_loss = F.mse_loss(recon, x)
         metrics = {
