@@ -53,3 +53,31 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def make_world(root: Path, *, size: int = 16, num_actions: int = 4, max_frames: int = 6, seed: int = 0) -> Path:
+    """An untrained, very small Genie world directory (tokenizer, lam, dynamics, world.json)
+    for frames of ``size`` x ``size``: fast to build and to play, for tests of the plumbing."""
+    from nextworld.models.base import save_pretrained
+    from nextworld.models.genie import (DynamicsConfig, GenieDynamics, LatentActionConfig, LatentActionModel,
+                                        TokenizerConfig, VideoTokenizer)
+    from nextworld.models.genie.training import write_world_file
+
+    torch.manual_seed(seed)
+    tok = VideoTokenizer(TokenizerConfig(image_size=size, downsample=4, width=8, num_res_blocks=0,
+                                         codebook_size=16, code_dim=4))
+    lam = LatentActionModel(LatentActionConfig(image_size=size, patch=4, dim=16, depth=1, heads=2,
+                                               num_actions=num_actions, action_dim=4, max_frames=max_frames))
+    dyn = GenieDynamics(DynamicsConfig(num_codes=16, token_grid=tok.config.token_grid, num_actions=num_actions,
+                                       dim=16, depth=1, heads=2, max_frames=max_frames))
+    for name, model, family in (("tokenizer", tok, "genie-tokenizer"), ("lam", lam, "genie-lam"),
+                                ("dynamics", dyn, "genie-dynamics")):
+        save_pretrained(model, root / name, family)
+    write_world_file(root)
+    return root
+
+
+@pytest.fixture
+def tiny_world(tmp_path: Path) -> Path:
+    """A playable (untrained) Genie world for 16x16 frames with 4 latent actions."""
+    return make_world(tmp_path / "world")

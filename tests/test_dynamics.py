@@ -14,6 +14,7 @@ from nextworld.nn import maskgit
 from nextworld.nn.space_time import KVCache
 
 TINY = DynamicsConfig(num_codes=16, token_grid=(4, 4), num_actions=4, dim=32, depth=2, heads=4, max_frames=6)
+PATCHED = dataclasses.replace(TINY, token_patch=2)  # 2x2 tokens per transformer position
 B, T = 2, 4
 
 
@@ -127,9 +128,10 @@ def future_leak(model: GenieDynamics, t: int) -> float:
     return (model.logits(tokens, actions)[:, :t + 1] - model.logits(other, actions)[:, :t + 1]).abs().max().item()
 
 
+@pytest.mark.parametrize("config", [TINY, PATCHED], ids=["patch1", "patch2"])
 @pytest.mark.parametrize("t", [0, 1, 2])
-def test_future_frames_do_not_change_earlier_logits(t: int) -> None:
-    assert future_leak(make(), t) == 0
+def test_future_frames_do_not_change_earlier_logits(t: int, config: DynamicsConfig) -> None:
+    assert future_leak(make(config), t) == 0
 
 
 def test_without_causal_mask_the_future_leaks() -> None:
@@ -139,9 +141,10 @@ def test_without_causal_mask_the_future_leaks() -> None:
     assert future_leak(model, 1) > 1e-4
 
 
+@pytest.mark.parametrize("config", [TINY, PATCHED], ids=["patch1", "patch2"])
 @pytest.mark.parametrize("t", [0, 1, 2])
-def test_action_t_conditions_frame_t_plus_1_only(t: int) -> None:
-    model = make()
+def test_action_t_conditions_frame_t_plus_1_only(t: int, config: DynamicsConfig) -> None:
+    model = make(config)
     tokens, actions = clip()
     other = actions.clone()
     other[:, t] = (actions[:, t] + 1) % TINY.num_actions
@@ -158,8 +161,9 @@ def test_last_action_of_a_clip_is_unused() -> None:
     assert torch.equal(model.logits(tokens, actions), model.logits(tokens, other))
 
 
-def test_cached_generation_equals_full_forward() -> None:
-    model = make()
+@pytest.mark.parametrize("config", [TINY, PATCHED], ids=["patch1", "patch2"])
+def test_cached_generation_equals_full_forward(config: DynamicsConfig) -> None:
+    model = make(config)
     tokens, actions = clip()
     cache = model.prefill(tokens[:, :2], actions[:, :1])
     generated = []
@@ -170,6 +174,20 @@ def test_cached_generation_equals_full_forward() -> None:
                              torch.full((B, 1, 4, 4), model.mask_id)], dim=1)
         assert torch.equal(generated[-1], model.logits(context, actions[:, :t + 1])[:, t].argmax(-1))
     assert cache.length == 4
+
+
+def test_token_groups_round_trip_and_keep_their_places() -> None:
+    model = make(PATCHED)
+    tokens, _ = clip()
+    groups = model._group(tokens)  # (B, T, P, 4)
+    assert groups.shape == (B, T, 4, 4)
+    assert torch.equal(groups[0, 0, 0], tokens[0, 0, :2, :2].flatten())  # position 0 = the top-left 2x2 tokens
+    assert torch.equal(model._ungroup(groups.float())[..., 0].long(), tokens)  # V = 1: values pass through
+    swapped = tokens.clone()
+    swapped[:, :, 0, 0], swapped[:, :, 0, 1] = tokens[:, :, 0, 1], tokens[:, :, 0, 0]
+    differ = tokens[:, :, 0, 0] != tokens[:, :, 0, 1]
+    embedded, embedded_swapped = model._embed_tokens(tokens), model._embed_tokens(swapped)
+    assert differ.any() and torch.all((embedded - embedded_swapped)[..., 0, :].abs().amax(-1)[differ] > 0)
 
 
 def test_sampling_is_deterministic_under_a_seed() -> None:

@@ -42,9 +42,19 @@ def test_encode_decode_shapes(quantizer: str) -> None:
 def test_presets_build_and_are_registered() -> None:
     assert "genie-tokenizer" in family_names()
     grids = {name: config.token_grid for name, config in TOKENIZER_PRESETS.items()}
-    assert grids == {"tiny": (8, 8), "small": (8, 8), "base": (16, 16)}
+    assert grids == {"tiny": (16, 16), "small": (16, 16), "base": (16, 16)}
     tiny = VideoTokenizer(TOKENIZER_PRESETS["tiny"])
     assert sum(p.numel() for p in tiny.parameters()) < 1_000_000  # trains in minutes on 2 CPU cores
+
+
+def test_dynamics_presets_fit_their_tokenizers() -> None:
+    from nextworld.models.genie.presets import DYNAMICS_SHAPES, LAM_PRESETS, dynamics_config
+
+    for name, tokenizer in TOKENIZER_PRESETS.items():
+        config = dynamics_config(name, tokenizer, tokenizer.codebook_size, LAM_PRESETS[name].num_actions)
+        assert tuple(config.token_grid) == tokenizer.token_grid and config.num_codes == tokenizer.codebook_size
+        assert config.positions_per_frame <= 256 and config.max_frames == DYNAMICS_SHAPES[name]["max_frames"]
+    assert dynamics_config("tiny", TOKENIZER_PRESETS["tiny"], 512, 8).positions_per_frame == 64  # CPU-sized
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -164,3 +164,20 @@ def test_an_optimizer_state_that_does_not_fit_is_a_one_line_error_naming_the_fil
     path = Path("run") / STATE_DIR / "optimizer.safetensors"
     _one_line_error(r"run/training_state/optimizer.safetensors: does not fit the model's optimizer",
                     lambda: load_optimizer_state(optimizer, broken, path))
+
+
+def test_recover_removes_files_a_kill_left_half_written(tmp_path: Path) -> None:
+    from nextworld.atomic_files import remove_stale_temporaries
+    from nextworld.train.checkpoint import recover
+
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    stale = [run / ".model.safetensors.0123abcd.tmp", run / "samples" / ".tokenizer-0000010.png.ffee.tmp"]
+    for p in stale:
+        p.write_bytes(b"half")
+    keep = [run / "model.safetensors", run / ".hidden-note"]
+    for p in keep:
+        p.write_bytes(b"whole")
+    recover(run)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+    assert remove_stale_temporaries(run) == []

@@ -35,6 +35,15 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that ``write_atomic`` calls killed mid-write left in ``directory``
+    (not recursive); returns them. Call only while nothing writes there."""
+    stale = [p for p in Path(directory).glob(".*.tmp") if p.is_file() and len(p.suffixes) >= 2]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """``payload`` as indented JSON at ``path``, atomically."""
     return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))

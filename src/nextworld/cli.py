@@ -23,6 +23,7 @@ from nextworld.data.sources.video import IngestConfig
 from nextworld.errors import UserInputError
 from nextworld.eval.evaluate import EvalConfig
 from nextworld.models.genie.training import GenieTrainConfig
+from nextworld.play.dream import DreamConfig
 
 console = Console(soft_wrap=True)  # never break a path across lines
 
@@ -151,6 +152,16 @@ def run_eval(cfg: EvalConfig) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- dream
+
+
+def run_dream(cfg: DreamConfig) -> int:
+    from nextworld.play.dream import dream
+
+    console.print(f"wrote {dream(cfg)}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- dispatch
 
 Verb = tuple[type, Callable[..., int]]
@@ -161,6 +172,7 @@ VERBS: dict[str, Verb | dict[str, Verb]] = {
     "info": (InfoArgs, run_info),
     "train": {"genie": (GenieTrainConfig, run_train_genie)},
     "eval": (EvalConfig, run_eval),
+    "dream": (DreamConfig, run_dream),
 }
 """verb -> (arguments dataclass, runner), or for verbs per model family, family -> that."""
 

@@ -1,8 +1,13 @@
 """`nextworld eval`: measure a trained run on held-out data and write the metrics as JSON.
 
-The run's family decides what is measured. A Genie run (``RUN/tokenizer/...``) or a bare
-tokenizer checkpoint gives ``tokenizer_psnr``, ``tokenizer_ssim`` and ``codebook_usage``
-(DESIGN.md, "Metric definitions"); the keys of later Genie stages join as they land.
+The run decides what is measured (DESIGN.md, "Metric definitions"). A playable Genie world
+(a run directory with ``world.json``, or a shipped world's name) gives the tokenizer's
+``tokenizer_psnr``, ``tokenizer_ssim`` and ``codebook_usage`` and everything of
+``genie_eval.py``: ``psnr_t1/t4/t10``, ``delta_psnr_t4``, ``lam_codebook_usage``,
+``action_nmi``, the latent -> real ``action_map`` with its accuracy and
+``frames_per_second``. A Genie run whose dynamics are not trained yet (or a bare
+tokenizer checkpoint) gives the tokenizer's keys only. All of them are measured on the
+same held-out clips of 11 frames.
 """
 
 from __future__ import annotations
@@ -14,15 +19,21 @@ from typing import Annotated, Any
 import tyro
 
 from nextworld.atomic_files import write_json_atomic
+from nextworld.data.frames import save_image_grid
 from nextworld.data.windows import WindowSpec, open_clips
 from nextworld.errors import UserInputError
+from nextworld.eval.action_map import check_labelled_fraction
+from nextworld.eval.genie_eval import CLIP_LENGTH, evaluate_genie
 from nextworld.eval.tokenizer_eval import evaluate_tokenizer
 from nextworld.models.base import CONFIG_NAME, load_pretrained, read_checkpoint_config
 from nextworld.models.genie.pictures import save_reconstructions
+from nextworld.models.genie.world import WORLD_FILE
+from nextworld.play.world import load_world_model
 from nextworld.train.distributed import resolve_device
+from nextworld.zoo import resolve_world
 
-EVAL_WINDOW = WindowSpec(length=16, stride=16)
-"""Held-out clips: 16 frames, non-overlapping."""
+EVAL_WINDOW = WindowSpec(length=CLIP_LENGTH, stride=CLIP_LENGTH)
+"""Held-out clips: 11 frames (a prompt frame and the ten a rollout is compared with), non-overlapping."""
 
 
 @dataclass
@@ -30,46 +41,96 @@ class EvalConfig:
     """Evaluate a trained run on held-out data and write its metrics as JSON."""
 
     run: Annotated[Path, tyro.conf.Positional]
-    """Run directory (from `nextworld train`) or a checkpoint directory."""
+    """Run directory (from `nextworld train`), checkpoint directory or shipped world name."""
     data: Path
     """Held-out dataset directory (e.g. CoinRun levels >= 100,000)."""
     json: Path | None = None
-    """Write the metrics here (and a picture of reconstructions beside it)."""
+    """Write the metrics here (and pictures of reconstructions and rollouts beside it)."""
     levels: str | None = None
     """Evaluate only episodes whose level lies in A:B (all when unset)."""
     max_clips: int = 64
-    """Held-out 16-frame clips to evaluate at most (evenly spaced over the data)."""
+    """Held-out 11-frame clips to reconstruct and dream at most (evenly spaced over the data)."""
+    action_clips: int = 1024
+    """Held-out 11-frame clips whose latent actions are compared with the real ones, at most."""
+    labelled_fraction: float = 0.01
+    """Share of those clips' frames (the first ones) labelled for the latent -> real action map; at most 0.01."""
+    batch_size: int = 16
+    """Clips per batch."""
+    seed: int = 0
+    """Seeds the sampling, the random latent actions of delta_psnr_t4 and the timed play."""
+    temperature: float | None = None
+    """Sampling temperature of the dreams (the world's own when unset; 0: most likely tokens)."""
+    sample_steps: int | None = None
+    """MaskGIT iterations per dreamed frame (the world's own when unset)."""
+    fps_steps: int = 32
+    """Steps of batch-1 play timed for frames_per_second."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+def _world_dir(run: Path) -> Path | None:
+    """The directory of the playable world ``run`` names, or None for a run with no world yet."""
+    directory = run if run.is_dir() else resolve_world(run)  # a shipped world's name
+    return directory if (directory / WORLD_FILE).is_file() else None
 
 
 def _tokenizer_dir(run: Path) -> Path:
     """The tokenizer checkpoint of a Genie run, or the run itself if it is one."""
     if (run / "tokenizer" / CONFIG_NAME).is_file():
         return run / "tokenizer"
-    if not run.is_dir():
-        raise UserInputError(f"{run}: run directory does not exist")
     family = read_checkpoint_config(run)["family"]
     if family != "genie-tokenizer":
         raise UserInputError(f"{run}: a {family!r} checkpoint; eval knows Genie runs so far")
     return run
 
 
+def _check(cfg: EvalConfig) -> None:
+    for name in ("max_clips", "action_clips", "batch_size", "fps_steps"):
+        if getattr(cfg, name) < 1:
+            raise UserInputError(f"{name} {getattr(cfg, name)}: must be at least 1")
+    check_labelled_fraction(cfg.labelled_fraction)
+    if cfg.temperature is not None and cfg.temperature < 0:
+        raise UserInputError(f"temperature {cfg.temperature}: must be at least 0")
+    if cfg.sample_steps is not None and cfg.sample_steps < 1:
+        raise UserInputError(f"sample_steps {cfg.sample_steps}: must be at least 1")
+
+
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Measure ``cfg.run`` on ``cfg.data``; returns the metrics (also written to ``cfg.json``)."""
-    if cfg.max_clips < 1:
-        raise UserInputError(f"max_clips {cfg.max_clips}: must be at least 1")
-    tokenizer_dir = _tokenizer_dir(cfg.run)
+    _check(cfg)
     device = resolve_device(cfg.device)
-    tokenizer = load_pretrained(tokenizer_dir, family="genie-tokenizer").to(device)
-    clips = open_clips(cfg.data, EVAL_WINDOW, levels=cfg.levels, keys=("frames",),
+    world_dir = _world_dir(cfg.run)
+    if world_dir is not None:
+        world = load_world_model(world_dir, str(device))
+        if cfg.temperature is not None:
+            world.temperature = cfg.temperature
+        if cfg.sample_steps is not None:
+            world.sample_steps = cfg.sample_steps
+        tokenizer = world.tokenizer
+    else:
+        world = None
+        tokenizer = load_pretrained(_tokenizer_dir(cfg.run), family="genie-tokenizer").to(device)
+    keys = ("frames",) if world is None else ("frames", "actions")
+    clips = open_clips(cfg.data, EVAL_WINDOW, levels=cfg.levels, keys=keys,
                        frame_shape=tokenizer.config.frame_shape, verify="lazy")
-    metrics: dict[str, Any] = evaluate_tokenizer(tokenizer, clips, max_clips=cfg.max_clips, device=device)
+    metrics: dict[str, Any] = evaluate_tokenizer(tokenizer, clips, max_clips=cfg.max_clips,
+                                                 batch_size=cfg.batch_size, device=device)
+    rows = None
+    if world is not None:
+        result = evaluate_genie(world, clips, max_clips=cfg.max_clips, action_clips=cfg.action_clips,
+                                batch_size=cfg.batch_size, labelled_fraction=cfg.labelled_fraction,
+                                seed=cfg.seed, fps_steps=cfg.fps_steps, progress=cfg.progress)
+        metrics.update(result.metrics)
+        rows = result.picture_rows
     metrics.update({"run": str(cfg.run), "data": str(cfg.data), "levels": cfg.levels,
-                    "num_clips": min(cfg.max_clips, len(clips))})
+                    "num_clips": min(cfg.max_clips, len(clips)), "device": str(device)})
     if cfg.json is not None:
         picture = cfg.json.with_name(cfg.json.stem + "_reconstructions.png")
         save_reconstructions(tokenizer, clips, picture)
         metrics["reconstructions"] = str(picture)
+        if rows is not None:
+            metrics["rollouts"] = str(save_image_grid(rows, cfg.json.with_name(cfg.json.stem + "_rollouts.png")))
         write_json_atomic(cfg.json, metrics)
     return metrics

@@ -6,6 +6,8 @@
   K1 = 0.01, K2 = 0.03, data range 1, over the 'valid' region (no padding), computed per
   channel and averaged over channels and positions.
 - ``codebook_usage``: fraction of the ``num_codes`` codes that occur at least once.
+- ``normalised_mutual_information``: I(a; b) / mean(H(a), H(b)) of two labelings (the
+  arithmetic normalisation, scikit-learn's default); 1 when both put everything in one class.
 
 Per-frame values are returned so that callers average (or index time steps) themselves.
 This module imports nothing else from nextworld, so every layer may use it: a training
@@ -14,6 +16,7 @@ loss reports the same numbers that evaluation does.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -88,3 +91,33 @@ def codebook_usage(indices: torch.Tensor, num_codes: int) -> torch.Tensor:
     """
     counts = torch.bincount(indices.flatten(), minlength=num_codes)
     return (counts > 0).float().sum() / num_codes
+
+
+def normalised_mutual_information(a: np.ndarray, b: np.ndarray) -> float:
+    """How much one labeling tells about the other, in [0, 1], whatever the label names.
+
+    1 when each is a function of the other (a relabelling), 0 when they are independent
+    (in the sample). Natural logarithms; ``I(a; b) / ((H(a) + H(b)) / 2)``; two constant
+    labelings score 1, a constant and a varying one 0.
+
+    Args:
+        a, b: non-negative integer labels, same number of elements (any shape, flattened).
+    Returns:
+        a Python float.
+    """
+    a, b = np.asarray(a).reshape(-1), np.asarray(b).reshape(-1)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"normalised_mutual_information needs two non-empty labelings of one length, "
+                         f"got {a.size} and {b.size} labels")
+    _, a = np.unique(a, return_inverse=True)  # labels -> 0..K-1, so sparse names cost nothing
+    _, b = np.unique(b, return_inverse=True)
+    joint = np.zeros((a.max() + 1, b.max() + 1))
+    np.add.at(joint, (a, b), 1.0)
+    joint /= a.size  # (Ka, Kb) joint distribution
+    pa, pb = joint.sum(axis=1), joint.sum(axis=0)
+    h_a, h_b = -(pa * np.log(pa)).sum(), -(pb * np.log(pb)).sum()  # every marginal entry is > 0
+    if h_a == 0 and h_b == 0:
+        return 1.0
+    nz = joint > 0
+    mutual = (joint[nz] * np.log(joint[nz] / np.outer(pa, pb)[nz])).sum()
+    return float(np.clip(mutual / ((h_a + h_b) / 2), 0.0, 1.0))

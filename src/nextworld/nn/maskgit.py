@@ -9,7 +9,8 @@ iteration i (of ``steps``) follows the cosine schedule::
 
 so few tokens are committed early (when the model knows least) and many late; gamma(1) = 0,
 so the last iteration commits everything. Randomness comes from torch's global generator
-only, so everything here is reproducible under ``torch.manual_seed``.
+(training, reproducible under ``torch.manual_seed``) or, in ``decode``, from a given
+``torch.Generator`` (a world that seeds its own sampling without touching the global one).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def sample_mask(shape: tuple[int, ...], min_ratio: float = 0.5, max_ratio: float
 
 
 def decode(predict: Callable[[torch.Tensor], torch.Tensor], batch: int, num_tokens: int, mask_id: int,
-           steps: int = 8, temperature: float = 1.0, device: torch.device | str | None = None) -> torch.Tensor:
+           steps: int = 8, temperature: float = 1.0, device: torch.device | str | None = None,
+           generator: torch.Generator | None = None) -> torch.Tensor:
     """Iterative MaskGIT decoding of ``num_tokens`` tokens per sequence, from all hidden.
 
     At each of ``steps`` iterations:
@@ -63,6 +65,7 @@ def decode(predict: Callable[[torch.Tensor], torch.Tensor], batch: int, num_toke
         mask_id: the id of the hidden token (outside the V predicted ids).
         steps: iterations, >= 1.
         temperature: sampling temperature, >= 0.
+        generator: draws the samples (torch's global generator when None).
     Returns:
         int64 [B, N], every token committed.
     """
@@ -78,7 +81,7 @@ def decode(predict: Callable[[torch.Tensor], torch.Tensor], batch: int, num_toke
             sampled = logits.argmax(dim=-1)  # (B, N)
         else:
             probs = torch.softmax(logits / temperature, dim=-1).flatten(0, 1)  # (B*N, V)
-            sampled = torch.multinomial(probs, 1).view(batch, num_tokens)  # (B, N)
+            sampled = torch.multinomial(probs, 1, generator=generator).view(batch, num_tokens)  # (B, N)
         confidence = torch.softmax(logits, dim=-1).gather(-1, sampled.unsqueeze(-1)).squeeze(-1)  # (B, N)
         is_hidden = tokens == mask_id  # (B, N)
         # committed tokens stay committed: give them infinite confidence so they are never hidden again

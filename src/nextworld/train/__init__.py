@@ -7,8 +7,8 @@ progress (the bar).
 """
 
 from nextworld.train.config import TrainConfig
-from nextworld.train.engine import FitResult, SampleFn, fit, saved_train_config
+from nextworld.train.engine import BatchPrep, FitResult, SampleFn, fit, saved_train_config
 from nextworld.train.optim import lr_at
 from nextworld.train.rng import seed_everything
 
-__all__ = ["FitResult", "SampleFn", "TrainConfig", "fit", "lr_at", "saved_train_config", "seed_everything"]
+__all__ = ["BatchPrep", "FitResult", "SampleFn", "TrainConfig", "fit", "lr_at", "saved_train_config", "seed_everything"]

@@ -33,7 +33,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from nextworld.atomic_files import write_json_atomic, write_safetensors_atomic
+from nextworld.atomic_files import remove_stale_temporaries, write_json_atomic, write_safetensors_atomic
 from nextworld.errors import UserInputError
 
 STATE_DIR = "training_state"
@@ -123,7 +123,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], saved: dict[str, Any]
 
 
 def recover(run_dir: Path) -> None:
-    """Finish or undo a save that a kill interrupted, leaving only ``training_state``.
+    """Finish or undo a save that a kill interrupted, leaving only ``training_state`` and complete files.
 
     Call from one process, while no other process reads or writes the run.
     """
@@ -134,6 +134,9 @@ def recover(run_dir: Path) -> None:
     # Left by a kill: a new state never renamed in, or an old one (beside a complete new one) not yet deleted.
     for leftover in [*run_dir.glob(f"{_OLD_PREFIX}*"), *run_dir.glob(f"{_TMP_PREFIX}*")]:
         shutil.rmtree(leftover)
+    for directory in (run_dir, run_dir / "samples"):  # an export or a picture killed mid-write
+        if directory.is_dir():
+            remove_stale_temporaries(directory)
 
 
 def _aside_state(run_dir: Path) -> Path | None:

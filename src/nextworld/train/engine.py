@@ -51,6 +51,11 @@ from nextworld.train.optim import build_optimizer, lr_at
 from nextworld.train.progress import TrainProgress
 from nextworld.train.rng import capture_rng, derive_seed, restore_rng, seed_everything
 
+BatchPrep = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+"""``prepare(batch) -> batch``: turns a batch (already on the device) into the model's input,
+under no_grad and before the batch is split into micro-batches; e.g. frozen earlier stages
+that tokenize frames. It must be deterministic, or a resumed run is not exact."""
+
 SampleFn = Callable[[nn.Module, int, Path], None]
 """``sample_fn(model, step, samples_dir)``: called on rank 0 at each checkpoint, in eval mode
 under no_grad, with the random generators restored afterwards (sampling never changes training)."""
@@ -74,7 +79,7 @@ class FitResult:
 
 def fit(model: nn.Module, family: str, data: ClipDataset, cfg: TrainConfig, run_dir: Path, *,
         resume: bool = False, extra_config: dict[str, Any] | None = None,
-        sample_fn: SampleFn | None = None) -> FitResult:
+        sample_fn: SampleFn | None = None, prepare: BatchPrep | None = None) -> FitResult:
     """Train ``model`` on ``data`` for ``cfg.steps`` optimizer steps, checkpointing into ``run_dir``.
 
     Args:
@@ -90,6 +95,7 @@ def fit(model: nn.Module, family: str, data: ClipDataset, cfg: TrainConfig, run_
             schedule position, generators and batch order).
         extra_config: more top-level keys for config.json (e.g. the data spec).
         sample_fn: see :data:`SampleFn`.
+        prepare: see :data:`BatchPrep`.
 
     Raises:
         UserInputError: a non-empty run_dir without ``resume``; ``resume`` without a
@@ -108,7 +114,8 @@ def fit(model: nn.Module, family: str, data: ClipDataset, cfg: TrainConfig, run_
         cfg.check(ctx.world_size)
         data_info = {"num_items": len(data), "fingerprint": data_fingerprint(data)}
         state = _open_run_dir(run_dir, model, family, data_info, cfg, resume, ctx)
-        trainer = _Trainer(model, family, cfg, ctx, run_dir, data_info, extra_config or {}, sample_fn, state)
+        trainer = _Trainer(model, family, cfg, ctx, run_dir, data_info, extra_config or {}, sample_fn, state,
+                           prepare)
         start = 0 if state is None else state.step
         metrics: dict[str, float] = {} if state is None else state.meta["metrics"]
         loader = _loader(data, cfg, ctx, start)
@@ -257,8 +264,9 @@ class _Trainer:
 
     def __init__(self, model: nn.Module, family: str, cfg: TrainConfig, ctx: DistContext, run_dir: Path,
                  data_info: dict[str, Any], extra_config: dict[str, Any], sample_fn: SampleFn | None,
-                 state: TrainingState | None) -> None:
+                 state: TrainingState | None, prepare: BatchPrep | None = None) -> None:
         self.model, self.family, self.cfg, self.ctx = model, family, cfg, ctx
+        self.prepare = prepare
         self.run_dir, self.data_info = run_dir, data_info
         self.extra_config, self.sample_fn = extra_config, sample_fn
         self.device = ctx.device
@@ -282,6 +290,9 @@ class _Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self.prepare is not None:
+            with torch.no_grad():
+                batch = self.prepare(batch)
         n = self.cfg.grad_accum
         micro = self.cfg.batch_size // self.ctx.world_size // n
         totals: dict[str, Any] = {}

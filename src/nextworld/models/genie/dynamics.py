@@ -12,7 +12,12 @@ of its tokens (``mask_ratio_min``/``max``); cross-entropy on the hidden tokens o
 
 Generation: ``prefill`` caches a prompt's temporal keys/values, then each ``generate_next``
 decodes one frame by MaskGIT iterations over that frame's own tokens and appends it to the
-cache, so a new frame costs ``steps + 1`` passes over S = h * w tokens, not over the clip.
+cache, so a new frame costs ``steps + 1`` passes over one frame's positions, not over the clip.
+
+Token groups (``token_patch`` p > 1): each transformer position holds a p x p group of
+tokens; its embedding is the sum of per-place token embeddings (one table per place in the
+group, so swapping two tokens changes it), and the head predicts all p*p tokens of the group.
+Masking and MaskGIT decoding still act on single tokens.
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ class DynamicsConfig:
     """Largest ratio of a frame's tokens hidden in training (Genie: 1.0)."""
     max_frames: int = 16
     """Most frames the model attends over: training clip length and generation context."""
+    token_patch: int = 1
+    """Tokens per transformer position along each side: with 2, each position reads and
+    predicts a 2x2 group of tokens, so a 16x16 token grid costs the transformer what an
+    8x8 one does (the tokenizer keeps its finer grid and its quality)."""
 
     def __post_init__(self) -> None:
         if self.dim % self.heads:
@@ -62,12 +71,21 @@ class DynamicsConfig:
         if not 0 < self.mask_ratio_min <= self.mask_ratio_max <= 1:
             raise UserInputError(f"dynamics mask ratios must satisfy 0 < min <= max <= 1, "
                                  f"got [{self.mask_ratio_min}, {self.mask_ratio_max}]")
-        if min(self.num_codes, self.num_actions, self.max_frames, *self.token_grid) < 1:
-            raise UserInputError("dynamics num_codes, num_actions, max_frames and token_grid must be positive")
+        if min(self.num_codes, self.num_actions, self.max_frames, self.token_patch, *self.token_grid) < 1:
+            raise UserInputError("dynamics num_codes, num_actions, max_frames, token_patch and token_grid "
+                                 "must be positive")
+        if any(side % self.token_patch for side in self.token_grid):
+            raise UserInputError(f"dynamics token_grid {tuple(self.token_grid)} is not divisible by "
+                                 f"token_patch {self.token_patch}")
 
     @property
     def tokens_per_frame(self) -> int:
         return self.token_grid[0] * self.token_grid[1]
+
+    @property
+    def positions_per_frame(self) -> int:
+        """Transformer positions per frame: one per token_patch x token_patch group of tokens."""
+        return self.tokens_per_frame // self.token_patch**2
 
 
 class GenieDynamics(nn.Module):
@@ -77,11 +95,13 @@ class GenieDynamics(nn.Module):
         super().__init__()
         self.config = config
         self.mask_id = config.num_codes
-        self.token_embedding = nn.Embedding(config.num_codes + 1, config.dim)  # +1: [MASK]
+        group = config.token_patch**2
+        # one table per place in a group (+1 id: [MASK]); a position's embedding is the sum over its group
+        self.token_embedding = nn.Embedding(group * (config.num_codes + 1), config.dim)
         self.action_embedding = nn.Embedding(config.num_actions, config.dim)
         self.transformer = SpaceTimeTransformer(config.dim, config.depth, config.heads, config.mlp_ratio,
-                                                config.dropout, config.max_frames, config.tokens_per_frame)
-        self.head = nn.Linear(config.dim, config.num_codes)
+                                                config.dropout, config.max_frames, config.positions_per_frame)
+        self.head = nn.Linear(config.dim, group * config.num_codes)
         for emb in (self.token_embedding, self.action_embedding):
             nn.init.normal_(emb.weight, std=0.02)
         nn.init.normal_(self.head.weight, std=0.02)
@@ -95,9 +115,27 @@ class GenieDynamics(nn.Module):
             raise ValueError(f"dynamics expects actions [{tokens.shape[0]}, {num_actions}] "
                              f"for tokens {list(tokens.shape)}, got {list(actions.shape)}")
 
+    def _group(self, tokens: torch.Tensor) -> torch.Tensor:
+        """int64 [..., h, w] -> [..., P, g]: each position's token_patch x token_patch group (g of them)."""
+        p, (h, w) = self.config.token_patch, self.config.token_grid
+        x = tokens.unflatten(-2, (h // p, p)).unflatten(-1, (w // p, p))  # (..., h/p, p, w/p, p)
+        return x.transpose(-3, -2).flatten(-4, -3).flatten(-2)  # (..., P, g)
+
+    def _ungroup(self, x: torch.Tensor) -> torch.Tensor:
+        """float [..., P, g * V] (the head's output) -> [..., h, w, V], inverting ``_group``."""
+        p, (h, w) = self.config.token_patch, self.config.token_grid
+        x = x.unflatten(-1, (p, p, -1)).unflatten(-4, (h // p, w // p))  # (..., h/p, w/p, p, p, V)
+        return x.transpose(-4, -3).flatten(-5, -4).flatten(-3, -2)  # (..., h, w, V)
+
+    def _embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """int64 [..., h, w] -> float [..., P, D]: the sum of each group's per-place token embeddings."""
+        groups = self._group(tokens)  # (..., P, g)
+        place = torch.arange(groups.shape[-1], device=tokens.device) * (self.config.num_codes + 1)
+        return self.token_embedding(groups + place).sum(dim=-2)  # (..., P, D)
+
     def _embed(self, tokens: torch.Tensor, leading_actions: torch.Tensor) -> torch.Tensor:
-        """tokens int64 [B, T, S] + the actions that lead to frames 1..T-1 [B, T-1] -> float [B, T, S, D]."""
-        x = self.token_embedding(tokens)  # (B, T, S, D)
+        """tokens int64 [B, T, h, w] + the actions that lead to frames 1..T-1 [B, T-1] -> float [B, T, P, D]."""
+        x = self._embed_tokens(tokens)  # (B, T, P, D)
         a = self.action_embedding(leading_actions)[:, :, None]  # (B, T-1, 1, D)
         return torch.cat([x[:, :1], x[:, 1:] + a], dim=1)  # frame 0 has no action leading to it
 
@@ -112,8 +150,8 @@ class GenieDynamics(nn.Module):
             float [B, T, h, w, num_codes].
         """
         self._check(tokens, actions, tokens.shape[1])
-        x = self._embed(tokens.flatten(2), actions[:, :-1])  # (B, T, S, D)
-        return self.head(self.transformer(x)).unflatten(2, self.config.token_grid)  # (B, T, h, w, V)
+        x = self._embed(tokens, actions[:, :-1])  # (B, T, P, D)
+        return self._ungroup(self.head(self.transformer(x)))  # (B, T, h, w, V)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         """MaskGIT loss on a batch of token clips.
@@ -155,12 +193,12 @@ class GenieDynamics(nn.Module):
             actions = tokens.new_zeros(tokens.shape[0], 0)
         self._check(tokens, actions, tokens.shape[1] - 1)
         cache = KVCache()
-        self.transformer(self._embed(tokens.flatten(2), actions), cache=cache)
+        self.transformer(self._embed(tokens, actions), cache=cache)
         return cache
 
     @torch.no_grad()
     def generate_next(self, cache: KVCache, action: torch.Tensor, steps: int = 8,
-                      temperature: float = 1.0) -> torch.Tensor:
+                      temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decode the frame that follows the cached frames under ``action``, and append it to the cache.
 
         Args:
@@ -168,6 +206,7 @@ class GenieDynamics(nn.Module):
             action: int64 [B], the latent action taken after the last cached frame.
             steps: MaskGIT iterations.
             temperature: sampling temperature (0: argmax).
+            generator: draws the samples (torch's global generator when None).
         Returns:
             tokens int64 [B, h, w] of the new frame.
         """
@@ -176,16 +215,20 @@ class GenieDynamics(nn.Module):
         if cache.length >= self.config.max_frames:
             raise ValueError(f"the cache already holds max_frames={self.config.max_frames} frames; "
                              f"prefill again with the last frames to continue")
-        b, s = action.shape[0], self.config.tokens_per_frame
-        if action.dim() != 1 or b * s != cache.layers[0][0].shape[0]:
+        b, s, grid = action.shape[0], self.config.tokens_per_frame, self.config.token_grid
+        if action.dim() != 1 or b * self.config.positions_per_frame != cache.layers[0][0].shape[0]:
             raise ValueError(f"generate_next expects one action per cached sequence, got shape {list(action.shape)}")
         a = self.action_embedding(action)[:, None, None]  # (B, 1, 1, D)
 
         def run(frame: torch.Tensor, update_cache: bool) -> torch.Tensor:
-            x = self.token_embedding(frame)[:, None] + a  # (B, 1, S, D)
-            return self.transformer(x, cache=cache, update_cache=update_cache)[:, 0]  # (B, S, D)
+            """Row-major tokens [B, S] -> transformer output [B, P, D] of that frame."""
+            x = self._embed_tokens(frame.view(b, 1, *grid)) + a  # (B, 1, P, D)
+            return self.transformer(x, cache=cache, update_cache=update_cache)[:, 0]  # (B, P, D)
 
-        frame = maskgit.decode(lambda f: self.head(run(f, False)), b, s, self.mask_id, steps, temperature,
-                               device=action.device)  # (B, S)
+        def predict(frame: torch.Tensor) -> torch.Tensor:
+            return self._ungroup(self.head(run(frame, False))).flatten(1, 2)  # (B, S, V), row-major
+
+        frame = maskgit.decode(predict, b, s, self.mask_id, steps, temperature,
+                               device=action.device, generator=generator)  # (B, S)
         run(frame, True)  # the committed frame's keys/values become context for the next one
         return frame.view(b, *self.config.token_grid)  # (B, h, w)

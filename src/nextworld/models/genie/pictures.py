@@ -9,6 +9,8 @@ import torch
 
 from nextworld.data.frames import save_image_grid, to_model_frames, to_stored_frames
 from nextworld.data.windows import ClipDataset
+from nextworld.models.genie.dynamics import GenieDynamics
+from nextworld.models.genie.latent_actions import LatentActionModel
 from nextworld.models.genie.tokenizer import VideoTokenizer
 
 
@@ -24,3 +26,38 @@ def save_reconstructions(tokenizer: VideoTokenizer, clips: ClipDataset, path: Pa
     x = to_model_frames(frames.to(device)[:, None])  # (count, 1, C, H, W)
     recon = to_stored_frames(tokenizer.decode(tokenizer.encode(x))[:, 0])  # (count, H, W, C)
     return save_image_grid([frames.numpy(), recon.cpu().numpy()], path)
+
+
+def _spaced_clips(clips: ClipDataset, count: int) -> torch.Tensor:
+    """uint8 [count, T, H, W, C]: ``count`` clips evenly spaced over ``clips``."""
+    chosen = np.linspace(0, len(clips) - 1, count).round().astype(int)
+    return torch.stack([clips[int(i)]["frames"] for i in chosen])
+
+
+@torch.no_grad()
+def save_lam_predictions(lam: LatentActionModel, clips: ClipDataset, path: Path, count: int = 4) -> Path:
+    """A PNG of ``count`` clips: each real clip's frames 1..T-1 over the latent action model's
+    predictions of them (from the real past and the inferred action)."""
+    frames = _spaced_clips(clips, count)  # (count, T, H, W, C)
+    device = next(lam.parameters()).device
+    pred, _ = lam(to_model_frames(frames.to(device)))  # (count, T-1, C, H, W)
+    pred = to_stored_frames(pred).cpu().numpy()
+    rows = [r for i in range(count) for r in (frames[i, 1:].numpy(), pred[i])]
+    return save_image_grid(rows, path)
+
+
+@torch.no_grad()
+def save_dream_samples(dynamics: GenieDynamics, tokenizer: VideoTokenizer, lam: LatentActionModel,
+                       clips: ClipDataset, path: Path, count: int = 4) -> Path:
+    """A PNG of ``count`` clips: each real clip over its regeneration by the dynamics model from
+    the real first frame and the latent actions inferred from the real clip (argmax sampling)."""
+    frames = _spaced_clips(clips, count)  # (count, T, H, W, C)
+    device = next(dynamics.parameters()).device
+    x = to_model_frames(frames.to(device))  # (count, T, C, H, W)
+    actions = lam.infer_actions(x)  # (count, T-1)
+    cache = dynamics.prefill(tokenizer.encode(x[:, :1]))
+    generated = [dynamics.generate_next(cache, actions[:, k], temperature=0.0) for k in range(actions.shape[1])]
+    dreamed = tokenizer.decode(torch.stack(generated, dim=1))  # (count, T-1, C, H, W)
+    dreamed = to_stored_frames(dreamed).cpu().numpy()
+    rows = [r for i in range(count) for r in (frames[i, 1:].numpy(), dreamed[i])]
+    return save_image_grid(rows, path)

@@ -9,10 +9,35 @@ of 8 dimensions did no worse than 16 in shorter runs. ``base`` follows Genie's C
 token (16x16 tokens), 1024 codes of 32 dimensions.
 """
 
+from nextworld.models.genie.dynamics import DynamicsConfig
+from nextworld.models.genie.latent_actions import LatentActionConfig
 from nextworld.models.genie.tokenizer import TokenizerConfig
 
 TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
-    "tiny": TokenizerConfig(width=64, num_res_blocks=1, codebook_size=512, code_dim=8),
-    "small": TokenizerConfig(width=128, num_res_blocks=2, codebook_size=1024, code_dim=8),
+    "tiny": TokenizerConfig(downsample=4, width=64, num_res_blocks=1, codebook_size=512, code_dim=8),
+    "small": TokenizerConfig(downsample=4, width=128, num_res_blocks=2, codebook_size=1024, code_dim=8),
     "base": TokenizerConfig(downsample=4, width=256, num_res_blocks=4, codebook_size=1024, code_dim=32),
 }
+
+
+LAM_PRESETS: dict[str, LatentActionConfig] = {
+    "tiny": LatentActionConfig(patch=8, dim=128, depth=2, heads=4, max_frames=8),
+    "small": LatentActionConfig(patch=8, dim=256, depth=4, heads=8, max_frames=16),
+    # Genie's CoinRun case study: 16x16 patches of 64x64 frames would be 4x4; its LAM is ~300M params
+    # on 16 frames; this keeps the shape (8 codes) at a size one GPU trains in hours.
+    "base": LatentActionConfig(patch=4, dim=512, depth=8, heads=8, max_frames=16),
+}
+"""Latent action models; each infers 8 latent actions (Genie's choice for its worlds)."""
+
+DYNAMICS_SHAPES: dict[str, dict[str, int | float]] = {
+    "tiny": {"dim": 128, "depth": 4, "heads": 4, "max_frames": 8, "token_patch": 2},
+    "small": {"dim": 256, "depth": 6, "heads": 8, "max_frames": 16, "token_patch": 2},
+    "base": {"dim": 512, "depth": 12, "heads": 8, "max_frames": 16},
+}
+"""Dynamics transformer sizes; its vocabulary and grid come from the tokenizer, its actions from the LAM."""
+
+
+def dynamics_config(preset: str, tokenizer: TokenizerConfig, num_codes: int, num_actions: int) -> DynamicsConfig:
+    """The dynamics config of ``preset`` for a trained tokenizer (``num_codes``, its token grid) and LAM."""
+    return DynamicsConfig(num_codes=num_codes, token_grid=tokenizer.token_grid, num_actions=num_actions,
+                          **DYNAMICS_SHAPES[preset])

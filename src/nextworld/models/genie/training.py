@@ -3,7 +3,12 @@
 A Genie run directory holds one sub-run per stage (each a full engine run directory:
 config.json, model.safetensors, training_state/, metrics.jsonl, tb/, samples/)::
 
-    RUN/tokenizer/
+    RUN/tokenizer/  RUN/lam/  RUN/dynamics/  RUN/world.json (once the dynamics exist)
+
+The tokenizer and the latent action model both learn from pixels and do not depend on each
+other. The dynamics stage reads the trained (frozen) tokenizer and latent action model of
+the same run: each batch of frames becomes tokens and inferred latent actions on the fly
+(``DynamicsInputs``), so nothing is precomputed and windows stay those of the dataset.
 
 Genie learns from video alone: its clips are read with ``keys=("frames",)``, so recorded
 actions never reach a model; evaluation uses them as ground truth.
@@ -16,15 +21,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import torch
+from torch import nn
+
+from nextworld.atomic_files import write_json_atomic
+from nextworld.data.frames import to_model_frames
 from nextworld.data.windows import ClipDataset, WindowSpec, open_clips
 from nextworld.errors import UserInputError
-from nextworld.models.genie.pictures import save_reconstructions
-from nextworld.models.genie.presets import TOKENIZER_PRESETS
+from nextworld.models.base import config_from_dict, load_pretrained, read_checkpoint_config
+from nextworld.models.genie.dynamics import DynamicsConfig, GenieDynamics
+from nextworld.models.genie.latent_actions import LatentActionModel
+from nextworld.models.genie.pictures import save_dream_samples, save_lam_predictions, save_reconstructions
+from nextworld.models.genie.presets import LAM_PRESETS, TOKENIZER_PRESETS, dynamics_config
 from nextworld.models.genie.tokenizer import VideoTokenizer
+from nextworld.models.genie.world import STAGE_FAMILIES, WORLD_FILE
 from nextworld.train import FitResult, SampleFn, TrainConfig, fit, saved_train_config, seed_everything
 
-STAGES = ("tokenizer",)
-"""Genie's stages that exist so far, in training order."""
+STAGES = ("tokenizer", "lam", "dynamics")
+"""Genie's stages in training order."""
 
 
 @dataclass(frozen=True)
@@ -35,18 +49,26 @@ class StageRecipe:
     train: TrainConfig
 
 
+def _recipe(length: int, stride: int, steps: int, batch: int, lr: float, warmup: int, ckpt: int,
+            log: int) -> StageRecipe:
+    return StageRecipe(WindowSpec(length=length, stride=stride),
+                       TrainConfig(steps=steps, batch_size=batch, lr=lr, warmup_steps=warmup,
+                                   ckpt_every=ckpt, log_every=log))
+
+
 RECIPES: dict[str, dict[str, StageRecipe]] = {
-    # tiny: ~0.06 s per step on 2 CPU cores; 10,000 steps reached 26.8 dB held-out PSNR on CoinRun
-    "tiny": {"tokenizer": StageRecipe(WindowSpec(length=16, stride=4),
-                                      TrainConfig(steps=10000, batch_size=8, lr=2e-3, warmup_steps=100,
-                                                  ckpt_every=1000, log_every=50))},
-    "small": {"tokenizer": StageRecipe(WindowSpec(length=16, stride=4),
-                                       TrainConfig(steps=30000, batch_size=32, lr=1e-3, warmup_steps=500,
-                                                   ckpt_every=2000, log_every=100))},
-    "base": {"tokenizer": StageRecipe(WindowSpec(length=16, stride=2),
-                                      TrainConfig(steps=100000, batch_size=64, lr=3e-4, warmup_steps=2000,
-                                                  ckpt_every=5000, log_every=100))},
+    # tiny: the three stages fit in an hour on 2 CPU cores (see docs/genie.md for the measured times)
+    "tiny": {"tokenizer": _recipe(16, 4, 10000, 8, 2e-3, 100, 1000, 50),
+             "lam": _recipe(8, 2, 3000, 8, 1e-3, 100, 500, 50),
+             "dynamics": _recipe(8, 2, 6000, 8, 1e-3, 200, 500, 50)},
+    "small": {"tokenizer": _recipe(16, 4, 30000, 32, 1e-3, 500, 2000, 100),
+              "lam": _recipe(16, 2, 30000, 32, 3e-4, 1000, 2000, 100),
+              "dynamics": _recipe(16, 2, 50000, 32, 3e-4, 1000, 2000, 100)},
+    "base": {"tokenizer": _recipe(16, 2, 100000, 64, 3e-4, 2000, 5000, 100),
+             "lam": _recipe(16, 2, 100000, 64, 3e-4, 2000, 5000, 100),
+             "dynamics": _recipe(16, 2, 150000, 64, 3e-4, 2000, 5000, 100)},
 }
+"""Per preset and stage: the clips (window length = the stage's ``max_frames``) and the engine settings."""
 
 
 @dataclass
@@ -59,8 +81,8 @@ class GenieTrainConfig:
     """Run directory; each stage trains into a subdirectory of it."""
     preset: Literal["tiny", "small", "base"] = "tiny"
     """Model and training sizes: tiny for 2 CPU cores in minutes, small and base for a GPU."""
-    stage: Literal["all", "tokenizer"] = "all"
-    """Train one stage, or all stages in order."""
+    stage: Literal["all", "tokenizer", "lam", "dynamics"] = "all"
+    """Train one stage, or all stages in order (dynamics needs this run's tokenizer and lam)."""
     levels: str | None = None
     """Train only on episodes whose level lies in A:B (all episodes when unset)."""
     resume: bool = False
@@ -97,33 +119,94 @@ def stage_train_config(cfg: GenieTrainConfig, stage: str, resuming: bool) -> Tra
                                progress=cfg.progress, **overrides)
 
 
-def _sample_tokenizer(clips: ClipDataset) -> SampleFn:
-    return lambda model, step, samples_dir: save_reconstructions(model, clips, samples_dir / f"tokenizer-{step:07d}.png")
+class DynamicsInputs:
+    """The dynamics stage's batch preparation: frames -> tokens (frozen tokenizer) and
+    latent actions (frozen latent action model). Deterministic, so resume stays exact."""
+
+    def __init__(self, tokenizer: VideoTokenizer, lam: LatentActionModel) -> None:
+        self.tokenizer, self.lam = tokenizer.eval().requires_grad_(False), lam.eval().requires_grad_(False)
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        frames = batch["frames"]
+        if next(self.tokenizer.parameters()).device != frames.device:
+            self.tokenizer.to(frames.device)
+            self.lam.to(frames.device)
+        x = to_model_frames(frames)  # (B, T, C, H, W)
+        actions = self.lam.infer_actions(x)  # (B, T-1)
+        actions = torch.cat([actions, actions.new_zeros(actions.shape[0], 1)], dim=1)  # the last one is unused
+        return {"tokens": self.tokenizer.encode(x), "actions": actions}
+
+
+def _load_stage(out: Path, stage: str) -> nn.Module:
+    if not (out / stage / "model.safetensors").is_file():
+        raise UserInputError(f"{out / stage}: no trained {stage} stage; the dynamics stage needs this run's "
+                             f"tokenizer and lam (train them first: --stage {stage})")
+    return load_pretrained(out / stage, STAGE_FAMILIES[stage])
+
+
+def _stage_model(cfg: GenieTrainConfig, stage: str, resuming: bool) -> tuple[nn.Module, DynamicsInputs | None]:
+    """The model a stage trains (and, for dynamics, its frozen inputs)."""
+    if stage == "tokenizer":
+        return VideoTokenizer(TOKENIZER_PRESETS[cfg.preset]), None
+    if stage == "lam":
+        return LatentActionModel(LAM_PRESETS[cfg.preset]), None
+    tokenizer, lam = _load_stage(cfg.out, "tokenizer"), _load_stage(cfg.out, "lam")
+    if resuming:  # the saved config, so a resume with other stage shapes is refused by name, not by shape
+        saved = read_checkpoint_config(cfg.out / stage)["config"]
+        config = config_from_dict(DynamicsConfig, saved, f"{cfg.out / stage}/config.json")
+    else:
+        config = dynamics_config(cfg.preset, tokenizer.config, tokenizer.num_codes, lam.num_actions)
+    return GenieDynamics(config), DynamicsInputs(tokenizer, lam)
+
+
+def _stage_window(cfg: GenieTrainConfig, stage: str, model: nn.Module) -> WindowSpec:
+    window = RECIPES[cfg.preset][stage].window
+    if stage != "tokenizer":  # a clip is exactly the model's context
+        window = dataclasses.replace(window, length=model.config.max_frames)
+    return window
+
+
+def _sampler(stage: str, clips: ClipDataset, inputs: DynamicsInputs | None) -> SampleFn:
+    if stage == "tokenizer":
+        return lambda model, step, d: save_reconstructions(model, clips, d / f"tokenizer-{step:07d}.png")
+    if stage == "lam":
+        return lambda model, step, d: save_lam_predictions(model, clips, d / f"lam-{step:07d}.png")
+    assert inputs is not None
+    return lambda model, step, d: save_dream_samples(model, inputs.tokenizer, inputs.lam, clips,
+                                                     d / f"dynamics-{step:07d}.png")
+
+
+def write_world_file(out: Path) -> None:
+    """Mark a run whose three stages exist as a playable Genie world."""
+    write_json_atomic(out / WORLD_FILE, {"format": "nextworld-world", "family": "genie",
+                                         "stages": {stage: stage for stage in STAGE_FAMILIES}})
 
 
 def train_genie(cfg: GenieTrainConfig) -> dict[str, FitResult]:
     """Train the requested stages in order; returns each stage's FitResult.
 
     Stops after a stage that was interrupted (Ctrl-C), so a later ``--resume`` picks up there.
+    With ``--resume``, stages already finished are skipped.
     """
     if cfg.preset not in RECIPES:
         raise UserInputError(f"preset {cfg.preset!r}: unknown; choose one of {', '.join(RECIPES)}")
     stages = STAGES if cfg.stage == "all" else (cfg.stage,)
     results: dict[str, FitResult] = {}
+    frame_shape = TOKENIZER_PRESETS[cfg.preset].frame_shape
     for stage in stages:
-        recipe = RECIPES[cfg.preset][stage]
-        model_config = TOKENIZER_PRESETS[cfg.preset]
-        clips = open_clips(cfg.data, recipe.window, levels=cfg.levels, keys=("frames",),
-                           frame_shape=model_config.frame_shape)
         # a stage that never started before an interruption starts fresh on --resume
         resuming = cfg.resume and (cfg.out / stage).exists()
         train_cfg = stage_train_config(cfg, stage, resuming)
         seed_everything(train_cfg.seed)
-        model = VideoTokenizer(model_config)
-        extra = {"data": {"path": str(cfg.data), "levels": cfg.levels, "window": dataclasses.asdict(recipe.window)},
+        model, inputs = _stage_model(cfg, stage, resuming)
+        window = _stage_window(cfg, stage, model)
+        clips = open_clips(cfg.data, window, levels=cfg.levels, keys=("frames",), frame_shape=frame_shape)
+        extra = {"data": {"path": str(cfg.data), "levels": cfg.levels, "window": dataclasses.asdict(window)},
                  "genie": {"preset": cfg.preset, "stage": stage}}
-        results[stage] = fit(model, "genie-tokenizer", clips, train_cfg, cfg.out / stage, resume=resuming,
-                             extra_config=extra, sample_fn=_sample_tokenizer(clips))
+        results[stage] = fit(model, STAGE_FAMILIES[stage], clips, train_cfg, cfg.out / stage, resume=resuming,
+                             extra_config=extra, sample_fn=_sampler(stage, clips, inputs), prepare=inputs)
+        if stage == "dynamics":
+            write_world_file(cfg.out)
         if results[stage].interrupted:
             break
     return results

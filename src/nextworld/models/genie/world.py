@@ -1,0 +1,183 @@
+"""A Genie world: the three trained stages behind the one WorldModel face.
+
+``GenieWorld`` holds a video tokenizer, a latent action model and a dynamics model, loaded
+from a Genie run directory (or a shipped world, which has the same layout)::
+
+    RUN/tokenizer/   RUN/lam/   RUN/dynamics/      each: config.json + model.safetensors
+    RUN/world.json   {"format": "nextworld-world", "family": "genie"}
+
+Playing: ``encode`` tokenizes one or more prompt frames (the actions between several prompt
+frames are inferred by the latent action model) and caches them in the dynamics model;
+each ``step`` samples the next frame's tokens under a latent action by MaskGIT and decodes
+them to pixels. When the context holds ``max_frames`` frames, it is rebuilt from the last
+``max_frames - 1`` ones (a sliding window), so a world plays for as long as one likes
+with bounded memory.
+
+The state is consumed by ``step``: its key/value cache grows in place, so step a state
+once (``encode`` the prompt again to branch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from nextworld.errors import UserInputError
+from nextworld.models.base import Prediction, load_pretrained
+from nextworld.models.genie.dynamics import GenieDynamics
+from nextworld.models.genie.latent_actions import LatentActionModel
+from nextworld.models.genie.tokenizer import VideoTokenizer
+from nextworld.nn.space_time import KVCache
+
+WORLD_FILE = "world.json"
+STAGE_FAMILIES = {"tokenizer": "genie-tokenizer", "lam": "genie-lam", "dynamics": "genie-dynamics"}
+"""Stage subdirectory -> the family its checkpoint must be."""
+
+
+@dataclass
+class GenieState:
+    """Where a batch of played worlds stands."""
+
+    tokens: torch.Tensor
+    """int64 [B, L, h, w]: the frames in context, oldest first (L <= max_frames)."""
+    actions: torch.Tensor
+    """int64 [B, L-1]: the latent actions between those frames."""
+    cache: KVCache
+    """The dynamics model's keys and values of those L frames."""
+
+
+def check_stages_agree(tokenizer: VideoTokenizer, lam: LatentActionModel, dynamics: GenieDynamics,
+                       where: str) -> None:
+    """Raise UserInputError naming ``where`` unless the stages were built for one another."""
+    t, d = tokenizer.config, dynamics.config
+    problems = []
+    if tokenizer.num_codes != d.num_codes:
+        problems.append(f"tokenizer has {tokenizer.num_codes} codes, dynamics expects {d.num_codes}")
+    if t.token_grid != tuple(d.token_grid):
+        problems.append(f"tokenizer makes {t.token_grid} tokens per frame, dynamics expects {tuple(d.token_grid)}")
+    if lam.num_actions != d.num_actions:
+        problems.append(f"latent action model has {lam.num_actions} actions, dynamics expects {d.num_actions}")
+    if (lam.config.image_size, lam.config.channels) != (t.image_size, t.channels):
+        problems.append("latent action model and tokenizer read frames of different sizes")
+    if problems:
+        raise UserInputError(f"{where}: stages do not fit together: {'; '.join(problems)}")
+
+
+class GenieWorld(nn.Module):
+    """Tokenizer + latent action model + dynamics: frames in, next frames out under latent actions."""
+
+    def __init__(self, tokenizer: VideoTokenizer, lam: LatentActionModel, dynamics: GenieDynamics) -> None:
+        super().__init__()
+        check_stages_agree(tokenizer, lam, dynamics, "Genie world")
+        self.tokenizer, self.lam, self.dynamics = tokenizer, lam, dynamics
+        self.action_space = gym.spaces.Discrete(dynamics.config.num_actions)
+        self.sample_steps = 8
+        """MaskGIT iterations per generated frame."""
+        self.temperature = 1.0
+        """Sampling temperature (0: the most likely token everywhere)."""
+        self.eval()
+
+    @classmethod
+    def from_run(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> GenieWorld:
+        """Load the three stages of a Genie run (or shipped world) directory."""
+        directory = Path(directory)
+        missing = [stage for stage in STAGE_FAMILIES if not (directory / stage / "config.json").is_file()]
+        if missing:
+            raise UserInputError(f"{directory}: not a trained Genie world: no {', '.join(missing)} stage "
+                                 f"(train it with `nextworld train genie --stage ...`)")
+        stages = {stage: load_pretrained(directory / stage, family, map_location)
+                  for stage, family in STAGE_FAMILIES.items()}
+        check_stages_agree(stages["tokenizer"], stages["lam"], stages["dynamics"], str(directory))
+        return cls(stages["tokenizer"], stages["lam"], stages["dynamics"])
+
+    # ------------------------------------------------------------------------ the WorldModel face
+
+    @property
+    def device(self) -> torch.device:
+        return self.dynamics.head.weight.device
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the frames this world reads and draws."""
+        return self.tokenizer.config.frame_shape
+
+    @property
+    def max_frames(self) -> int:
+        return self.dynamics.config.max_frames
+
+    @torch.no_grad()
+    def infer_actions(self, frames: torch.Tensor) -> torch.Tensor:
+        """The latent action of every transition of a clip of any length.
+
+        Args:
+            frames: float [B, T, C, H, W] in [0, 1], T >= 2.
+        Returns:
+            int64 [B, T-1]. Clips longer than the latent action model's ``max_frames`` are
+            read in windows that overlap by one frame, so every transition is seen once.
+        """
+        n = self.lam.config.max_frames
+        parts = [self.lam.infer_actions(frames[:, start:start + n]) for start in range(0, frames.shape[1] - 1, n - 1)]
+        return torch.cat(parts, dim=1)
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> GenieState:
+        """Start worlds from prompt frames.
+
+        Args:
+            frames: float [B, T, C, H, W] in [0, 1], 1 <= T; only the last ``max_frames - 1``
+                are kept as context (one place is left for the next frame).
+        """
+        frames = frames[:, -(self.max_frames - 1):]
+        tokens = self.tokenizer.encode(frames)  # (B, T, h, w)
+        actions = (self.infer_actions(frames) if frames.shape[1] > 1
+                   else tokens.new_zeros(tokens.shape[0], 0))  # (B, T-1)
+        return GenieState(tokens, actions, self.dynamics.prefill(tokens, actions))
+
+    @torch.no_grad()
+    def step(self, state: GenieState, action: torch.Tensor,
+             generator: torch.Generator | None = None) -> tuple[GenieState, Prediction]:
+        """Generate the next frame of every world under ``action`` (int64 [B] latent actions).
+
+        Returns the new state and a Prediction with ``frames`` float [B, C, H, W] and
+        ``tokens`` int64 [B, h, w]. ``state`` is consumed (see the module docstring).
+        """
+        action = torch.as_tensor(action, dtype=torch.long, device=self.device).reshape(-1)
+        n = self.action_space.n
+        if action.numel() != state.tokens.shape[0]:
+            raise ValueError(f"step expects one action per world ({state.tokens.shape[0]}), got {action.numel()}")
+        if int(action.min()) < 0 or int(action.max()) >= n:
+            raise ValueError(f"latent actions must lie in [0, {n}), got {action.tolist()}")
+        tokens, actions, cache = state.tokens, state.actions, state.cache
+        if cache.length >= self.max_frames:  # slide: keep the last max_frames - 1 frames
+            tokens, actions = tokens[:, 1:], actions[:, 1:]
+            cache = self.dynamics.prefill(tokens, actions)
+        new = self.dynamics.generate_next(cache, action, self.sample_steps, self.temperature, generator)  # (B, h, w)
+        frames = self.tokenizer.decode(new[:, None])[:, 0]  # (B, C, H, W)
+        state = GenieState(torch.cat([tokens, new[:, None]], dim=1), torch.cat([actions, action[:, None]], dim=1), cache)
+        return state, Prediction(frames=frames, tokens=new)
+
+    @torch.no_grad()
+    def decode(self, state: GenieState) -> torch.Tensor:
+        """The last frame of every world, float [B, C, H, W] in [0, 1]."""
+        return self.tokenizer.decode(state.tokens[:, -1:])[:, 0]
+
+    @torch.no_grad()
+    def rollout(self, prompt: torch.Tensor, actions: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Frames generated from prompt frames under a sequence of latent actions.
+
+        Args:
+            prompt: float [B, T, C, H, W] in [0, 1].
+            actions: int64 [B, K]; ``actions[:, k]`` leads to generated frame k.
+        Returns:
+            float [B, K, C, H, W].
+        """
+        state, out = self.encode(prompt), []
+        for k in range(actions.shape[1]):
+            state, pred = self.step(state, actions[:, k], generator)
+            out.append(pred.frames)
+        return torch.stack(out, dim=1)
