@@ -64,11 +64,19 @@ def test_train_resume_eval(coinrun: dict[str, Path], tmp_path: Path) -> None:
     assert (run / "tokenizer" / "samples" / "tokenizer-0000003.png").is_file()
     out_json = tmp_path / "eval" / "metrics.json"
     assert main(["eval", str(run), "--data", str(coinrun["heldout"]), "--json", str(out_json),
-                 "--max-clips", "4"]) == 0
+                 "--max-clips", "4", "--action-clips", "16", "--fps-steps", "2", "--no-progress"]) == 0
     metrics = json.loads(out_json.read_text())
-    assert {"tokenizer_psnr", "tokenizer_ssim", "codebook_usage"} <= set(metrics)
+    assert {"tokenizer_psnr", "tokenizer_ssim", "codebook_usage", "psnr_t1", "psnr_t4", "psnr_t10", "delta_psnr_t4",
+            "action_nmi", "lam_codebook_usage", "frames_per_second"} <= set(metrics)
     assert 0 < metrics["tokenizer_psnr"] < 100 and 0 < metrics["codebook_usage"] <= 1
     assert Path(metrics["reconstructions"]).is_file()
+    for stage in ("lam", "dynamics"):  # every stage trained, resumed and sampled
+        assert json.loads((run / stage / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 3
+        assert (run / stage / "samples" / f"{stage}-0000003.png").is_file()
+    clip = tmp_path / "dream.gif"
+    assert main(["dream", str(run), "--prompt", f"{coinrun['heldout']}:0:0", "--actions", "0,1,2,3",
+                 "--out", str(clip)]) == 0
+    assert clip.stat().st_size > 0
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -63,6 +63,10 @@ def test_dynamics_presets_fit_their_tokenizers() -> None:
     ({"downsample": 1}, "power of two"),
     ({"quantizer": "kmeans"}, "'vq' or 'fsq'"),
     ({"quantizer": "fsq", "fsq_levels": (8, 1)}, ">= 2 levels"),
+    ({"arch": "vit"}, "'conv' or 'st'"),
+    ({"arch": "st", "st_dim": 30, "st_heads": 4}, "not divisible by st_heads"),
+    ({"arch": "st", "st_max_frames": 0}, "must be >= 1"),
+    ({"arch": "st", "downsample": 3}, "not divisible"),
 ])
 def test_bad_config_is_a_user_error(changes: dict, message: str) -> None:
     with pytest.raises(UserInputError, match=message):
@@ -146,3 +150,84 @@ def test_evaluate_tokenizer_is_deterministic_and_restores_mode(tiny_dataset: Pat
     assert first["num_frames"] == 5 * 4
     assert 0 < first["codebook_usage"] <= 1 and -1 <= first["tokenizer_ssim"] <= 1
     assert evaluate_tokenizer(model, data, max_clips=1000)["num_frames"] == len(data) * 4
+
+
+# ---------------------------------------------------------------------------- arch "st" (ST-ViViT)
+
+ST = dataclasses.replace(SMALL, arch="st", st_dim=32, st_depth=1, st_heads=2, st_max_frames=4)
+
+
+@pytest.mark.parametrize("quantizer", ["vq", "fsq"])
+def test_st_encode_decode_shapes_for_one_frame_and_many(quantizer: str) -> None:
+    torch.manual_seed(0)
+    model = VideoTokenizer(dataclasses.replace(ST, quantizer=quantizer)).eval()
+    frames = torch.rand(2, 6, 3, 16, 16)  # 6 frames: a window of 4 and one of 2
+    for t in (1, 6):
+        tokens = model.encode(frames[:, :t])
+        assert tokens.shape == (2, t, 4, 4) and tokens.dtype == torch.int64 and int(tokens.max()) < model.num_codes
+        out = model.decode(tokens)
+        assert out.shape == (2, t, 3, 16, 16) and out.min() >= 0 and out.max() <= 1
+        torch.testing.assert_close(model.reconstruct(frames[:, :t]), out)
+    # a lone frame is encoded as the first frame of a clip is: it has no past either way
+    assert torch.equal(model.encode(frames[:, :1]), model.encode(frames)[:, :1])
+    # non-power-of-two patches are fine for 'st' (no stride-2 stages)
+    odd = VideoTokenizer(dataclasses.replace(ST, image_size=12, downsample=3)).eval()
+    assert odd.encode(torch.rand(1, 2, 3, 12, 12)).shape == (1, 2, 4, 4)
+
+
+def test_st_is_causal_within_windows_of_st_max_frames() -> None:
+    torch.manual_seed(0)
+    model = VideoTokenizer(ST).eval()
+    frames = torch.rand(1, 6, 3, 16, 16)
+    tokens, recon = model.encode(frames), model.reconstruct(frames)
+    changed = frames.clone()
+    changed[:, 2] = torch.rand(3, 16, 16)
+    tokens2, recon2 = model.encode(changed), model.reconstruct(changed)
+    assert torch.equal(tokens2[:, :2], tokens[:, :2]) and torch.equal(recon2[:, :2], recon[:, :2])
+    assert not torch.equal(recon2[:, 3], recon[:, 3])  # frame 3 attends to frame 2
+    assert torch.equal(tokens2[:, 4:], tokens[:, 4:]) and torch.equal(recon2[:, 4:], recon[:, 4:])  # next window
+    windows = torch.cat([model.encode(frames[:, :4]), model.encode(frames[:, 4:])], dim=1)
+    assert torch.equal(windows, tokens)
+
+
+def test_st_loss_reconstructs_a_contiguous_window_of_each_clip() -> None:
+    torch.manual_seed(0)
+    model = VideoTokenizer(ST)
+    frames = torch.arange(8, dtype=torch.uint8).mul(30).view(1, 8, 1, 1, 1).expand(3, 8, 16, 16, 3)  # frame t = 30 t
+    seen = []
+    model.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    for _ in range(5):
+        model.loss({"frames": frames})
+    for x in seen:
+        assert x.shape == (3, 4, 3, 16, 16)  # one window of st_max_frames per clip; loss_frames is not used
+        t = (x[:, :, 0, 0, 0] * 255 / 30).round()  # (B, 4) frame indices
+        assert torch.equal(t.diff(dim=1), torch.ones(3, 3))
+
+
+def test_st_overfits_one_clip(tiny_dataset: Path) -> None:
+    torch.manual_seed(0)
+    batch = {"frames": clips(tiny_dataset, length=4)[0]["frames"][None]}  # (1, 4, 16, 16, 3)
+    model = VideoTokenizer(ST)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss, metrics = model.loss(batch)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < 0.1 * losses[0]  # about 0.025 x over seeds 0-2
+    assert metrics["charts/psnr"] > 18  # about 20.4 dB
+
+
+def test_st_save_load_round_trip_gives_identical_outputs(tmp_path: Path, tiny_dataset: Path) -> None:
+    torch.manual_seed(0)
+    model = VideoTokenizer(ST)
+    model.loss({"frames": clips(tiny_dataset)[0]["frames"][None]})
+    model.eval()
+    save_pretrained(model, tmp_path / "ckpt", "genie-tokenizer")
+    loaded = load_pretrained(tmp_path / "ckpt", family="genie-tokenizer").eval()
+    assert isinstance(loaded, VideoTokenizer) and loaded.config == model.config and loaded.config.arch == "st"
+    frames = torch.rand(2, 5, 3, 16, 16)
+    assert torch.equal(loaded.encode(frames), model.encode(frames))
+    assert torch.equal(loaded.reconstruct(frames), model.reconstruct(frames))

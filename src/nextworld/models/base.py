@@ -223,7 +223,8 @@ def load_pretrained(directory: str | Path, family: str | None = None,
         raise UserInputError(f"{directory}: a {payload['family']!r} checkpoint, expected {family!r}")
     fam = get_family(payload["family"])
     config = config_from_dict(fam.config_cls, payload["config"], f"{directory / CONFIG_NAME}")
-    model = fam.model_cls(config)
+    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave the caller's generator be
+        model = fam.model_cls(config)
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise UserInputError(f"{weights}: missing")

@@ -90,6 +90,10 @@ class LatentActionConfig:
     max_frames: int = 16
     """Most frames in a clip: the training clip length, and the context of ``predict_next``
     plus the frame it predicts."""
+    pixel_differences: bool = False
+    """Also give the encoder each frame's pixel difference from the frame before (zero for
+    the first frame of a clip), patch by patch: a sprite's one-pixel move or a scroll is
+    plain in a difference image and faint in the frame itself."""
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch:
@@ -126,7 +130,7 @@ class LatentActionModel(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.encoder_embedding = nn.Linear(c.patch_pixels, c.dim)
+        self.encoder_embedding = nn.Linear(c.patch_pixels * (2 if c.pixel_differences else 1), c.dim)
         self.encoder = SpaceTimeTransformer(c.dim, c.depth, c.heads, c.mlp_ratio, c.dropout,
                                             c.max_frames, c.patches_per_frame)
         self.to_action = nn.Linear(c.dim, c.action_dim)
@@ -177,7 +181,11 @@ class LatentActionModel(nn.Module):
         The latent of transition t -> t+1 comes from the encoder's outputs at frames t and
         t+1, which causal attention limits to frames 0..t+1.
         """
-        x = self.encoder(self.encoder_embedding(self._patchify(frames))).mean(dim=2)  # (B, T, D)
+        patches = self._patchify(frames)  # (B, T, S, C*p*p)
+        if self.config.pixel_differences:
+            change = torch.cat([torch.zeros_like(patches[:, :1]), patches[:, 1:] - patches[:, :-1]], dim=1)
+            patches = torch.cat([patches, change], dim=-1)  # (B, T, S, 2*C*p*p)
+        x = self.encoder(self.encoder_embedding(patches)).mean(dim=2)  # (B, T, D)
         z = self.to_action(x[:, 1:] - x[:, :-1])  # (B, T-1, action_dim)
         return self.quantizer(z)
 

@@ -60,7 +60,7 @@ RECIPES: dict[str, dict[str, StageRecipe]] = {
     # tiny: the three stages fit in an hour on 2 CPU cores (see docs/genie.md for the measured times)
     "tiny": {"tokenizer": _recipe(16, 4, 10000, 8, 2e-3, 100, 1000, 50),
              "lam": _recipe(8, 2, 3000, 8, 1e-3, 100, 500, 50),
-             "dynamics": _recipe(8, 2, 6000, 8, 1e-3, 200, 500, 50)},
+             "dynamics": _recipe(8, 2, 3000, 8, 1e-3, 200, 500, 50)},
     "small": {"tokenizer": _recipe(16, 4, 30000, 32, 1e-3, 500, 2000, 100),
               "lam": _recipe(16, 2, 30000, 32, 3e-4, 1000, 2000, 100),
               "dynamics": _recipe(16, 2, 50000, 32, 3e-4, 1000, 2000, 100)},

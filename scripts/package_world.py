@@ -1,0 +1,147 @@
+"""Package a trained world into the zoo: ``src/nextworld/zoo/NAME/``.
+
+Copies each stage's ``config.json`` and weights (in float16 by default: a shipped world must
+stay under 10 MB; loading casts back to the model's float32), writes ``world.json``, and
+then (second call) the model card.
+
+    python scripts/package_world.py RUN NAME [--dtype float16|float32] [--max-mb 10]
+    python scripts/package_world.py RUN NAME --card EVAL_JSON --command-file BUILD_SCRIPT
+
+The second form writes the model card ``README.md`` (and ``eval.json``) of a packaged world:
+what it is, the command that made it, its data and compute (from the run's metrics), and the
+evaluation JSON measured on the packaged weights.
+
+Refuses to overwrite an existing zoo entry unless ``--overwrite``; writes into a staging
+directory and renames it into place, so a failure leaves no half-packaged world.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from nextworld.models.base import CONFIG_NAME, WEIGHTS_NAME, read_checkpoint_config
+from nextworld.models.genie.world import STAGE_FAMILIES, WORLD_FILE
+from nextworld.zoo import ZOO_DIR
+
+
+def package(run: Path, name: str, dtype: torch.dtype, max_mb: float, overwrite: bool) -> Path:
+    target = ZOO_DIR / name
+    if target.exists() and not overwrite:
+        sys.exit(f"{target}: exists; pass --overwrite to replace it")
+    staging = ZOO_DIR / f".{name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for stage, family in STAGE_FAMILIES.items():
+            config = read_checkpoint_config(run / stage)
+            if config["family"] != family:
+                sys.exit(f"{run / stage}: a {config['family']!r} checkpoint, expected {family!r}")
+            (staging / stage).mkdir(parents=True)
+            tensors = load_file(str(run / stage / WEIGHTS_NAME))
+            tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+            save_file(tensors, str(staging / stage / WEIGHTS_NAME), metadata={"format": "pt"})
+            keep = {k: config[k] for k in ("format", "version", "family", "config", "train", "data", "genie")
+                    if k in config}
+            (staging / stage / CONFIG_NAME).write_text(json.dumps(keep, indent=1) + "\n")
+        shutil.copy(run / WORLD_FILE, staging / WORLD_FILE)
+        size_mb = sum(p.stat().st_size for p in staging.rglob("*.safetensors")) / 1e6
+        if size_mb > max_mb:
+            sys.exit(f"{name}: {size_mb:.1f} MB of weights, over the {max_mb} MB limit")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"packaged {run} as {target} ({size_mb:.2f} MB of {str(dtype).removeprefix('torch.')} weights)")
+    return target
+
+
+def stage_compute(run: Path, stage: str) -> dict:
+    """Steps, batch, wall-clock minutes and device of one stage, from its run directory."""
+    config = read_checkpoint_config(run / stage)
+    records = [json.loads(line) for line in (run / stage / "metrics.jsonl").read_text().splitlines() if line]
+    seconds = sum(r["perf/seconds_per_step"] * (r["step"] - prev["step"])
+                  for prev, r in zip([{"step": 0}, *records], records))
+    return {"steps": records[-1]["step"], "batch_size": config["train"]["batch_size"],
+            "lr": config["train"]["lr"], "minutes": round(seconds / 60, 1), "device": config["train"]["device"]}
+
+
+def write_card(run: Path, name: str, eval_json: Path, command_file: Path) -> Path:
+    target = ZOO_DIR / name
+    metrics = json.loads(eval_json.read_text())
+    compute = {stage: stage_compute(run, stage) for stage in STAGE_FAMILIES}
+    data = read_checkpoint_config(run / "tokenizer").get("data", {})
+    sizes = {stage: round((target / stage / WEIGHTS_NAME).stat().st_size / 1e6, 2) for stage in STAGE_FAMILIES}
+    rows = "\n".join(f"| {stage} | {c['steps']:,} | {c['batch_size']} | {c['lr']:g} | {c['minutes']} | {sizes[stage]} |"
+                      for stage, c in compute.items())
+    keys = ["tokenizer_psnr", "tokenizer_ssim", "codebook_usage", "lam_codebook_usage", "psnr_t1", "psnr_t4",
+            "psnr_t10", "delta_psnr_t4", "action_nmi", "action_map_accuracy", "action_majority_baseline",
+            "frames_per_second"]
+    results = "\n".join(f"| `{k}` | {metrics[k]:.4g} |" for k in keys if isinstance(metrics.get(k), (int, float)))
+    card = f"""# {name}
+
+A Genie world (tokenizer, latent action model, dynamics) learned from CoinRun video alone:
+the recorded actions were never read in training, only in evaluation. Play it with
+`nextworld dream {name} --prompt IMAGE --actions 0,1,2,...` or
+`World.from_pretrained("{name}")`; its 8 latent actions are named by eye with
+`nextworld dream {name} --atlas --prompt IMAGE --out atlas.png`.
+
+## How it was made
+
+Data: CoinRun (procgen-mirror, hard mode, 64x64), training levels {data.get("levels")} only,
+from `{data.get("path")}`; held-out evaluation on levels >= 100,000. The whole recipe, from
+an empty machine (collection, the three training stages, packaging, evaluation):
+
+```bash
+{command_file.read_text().strip()}
+```
+
+Compute (2-core CPU, ``tiny`` preset; minutes are the training steps' own time from each
+stage's metrics.jsonl, without checkpoints and start-up):
+
+| stage | steps | batch | lr | minutes | MB (float16) |
+|---|---|---|---|---|---|
+{rows}
+
+## Results on held-out levels (these packaged float16 weights)
+
+| metric | value |
+|---|---|
+{results}
+
+Definitions: `docs/genie.md` and DESIGN.md's metric definitions. The full evaluation JSON:
+
+```json
+{json.dumps(metrics, indent=1)}
+```
+"""
+    (target / "README.md").write_text(card)
+    shutil.copy(eval_json, target / "eval.json")
+    print(f"wrote {target / 'README.md'}")
+    return target / "README.md"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("name")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    parser.add_argument("--max-mb", type=float, default=10.0)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--card", type=Path, help="write the model card from this eval JSON instead of packaging")
+    parser.add_argument("--command-file", type=Path, help="the script that reproduces the world (for --card)")
+    args = parser.parse_args()
+    if args.card is not None:
+        write_card(args.run, args.name, args.card, args.command_file)
+    else:
+        package(args.run, args.name, getattr(torch, args.dtype), args.max_mb, args.overwrite)
+
+
+if __name__ == "__main__":
+    main()

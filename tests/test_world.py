@@ -1,0 +1,121 @@
+"""Playing a world: World (reset/step), the sliding context, GenieWorld loading, and the Gymnasium env."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from nextworld.errors import UserInputError
+from nextworld.models.base import load_pretrained, save_pretrained
+from nextworld.models.genie.dynamics import GenieDynamics
+from nextworld.models.genie.world import GenieWorld
+from nextworld.play.world import World, load_world_model
+from nextworld.play.world_env import WorldEnv
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def prompt(seed: int = 0, size: int = 16) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def test_reset_and_step_give_frames_of_the_world(tiny_world: Path) -> None:
+    world = World.from_pretrained(tiny_world)
+    assert world.num_actions == 4 and world.frame_shape == (16, 16, 3)
+    first = world.reset(prompt())
+    assert first.shape == (16, 16, 3) and first.dtype == np.uint8
+    frames = [world.step(a) for a in (0, 1, 2, 3)]
+    assert all(f.shape == (16, 16, 3) and f.dtype == np.uint8 for f in frames)
+    assert world.steps == 4 and np.array_equal(world.frame, frames[-1])
+
+
+def test_any_prompt_size_is_fitted_and_several_frames_are_context(tiny_world: Path) -> None:
+    world = World.from_pretrained(tiny_world)
+    assert world.reset(prompt(size=50)).shape == (16, 16, 3)  # one image of another size: centre-cropped, resized
+    clip = np.stack([prompt(i) for i in range(3)])  # (3, 16, 16, 3): frames already of the world's size
+    world.reset(clip)
+    assert world.state.tokens.shape[1] == 3 and world.state.actions.shape == (1, 2)  # actions inferred between them
+
+
+def test_sampling_is_deterministic_under_a_seed_and_leaves_the_global_generator(tiny_world: Path) -> None:
+    def play(seed: int) -> np.ndarray:
+        world = World.from_pretrained(tiny_world)
+        world.reset(prompt(), seed=seed)
+        return np.stack([world.step(a) for a in (1, 2, 3, 0, 1)])
+
+    before = torch.random.get_rng_state()
+    assert np.array_equal(play(3), play(3))
+    assert not np.array_equal(play(3), play(4))
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+def test_context_slides_past_max_frames(tiny_world: Path) -> None:
+    world = World.from_pretrained(tiny_world)  # max_frames 6
+    world.reset(prompt())
+    for t in range(15):
+        world.step(t % 4)
+    assert world.state.tokens.shape[1] <= world.model.max_frames
+    assert world.state.cache.length == world.state.tokens.shape[1]  # the cache holds exactly the context
+
+
+def test_bad_actions_and_step_before_reset(tiny_world: Path) -> None:
+    world = World.from_pretrained(tiny_world)
+    with pytest.raises(RuntimeError, match="before reset"):
+        world.step(0)
+    world.reset(prompt())
+    for bad in (4, -1, 1.5, "2", True):
+        with pytest.raises(UserInputError, match="outside the world's actions 0..3"):
+            world.step(bad)
+    with pytest.raises(UserInputError, match="prompt"):
+        world.reset(np.zeros((16, 16), np.float32))
+
+
+@pytest.mark.filterwarnings("ignore:.*alternative render modes")
+def test_world_env_passes_gymnasiums_checker(tiny_world: Path) -> None:
+    env = WorldEnv(World.from_pretrained(tiny_world), prompts=[prompt(0), prompt(1)], max_episode_steps=3)
+    check_env(env, skip_render_check=False)
+    obs, _ = env.reset(seed=0, options={"prompt": prompt(2)})
+    assert env.observation_space.contains(obs)
+    truncated = False
+    for _ in range(3):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert reward == 0.0 and not terminated
+    assert truncated and info["steps"] == 3
+    replay = WorldEnv(World.from_pretrained(tiny_world), prompts=[prompt(0), prompt(1)])
+    assert np.array_equal(replay.reset(seed=5)[0], replay.reset(seed=5)[0])
+
+
+def test_loading_refuses_incomplete_mismatched_or_foreign_worlds(tiny_world: Path, tmp_path: Path) -> None:
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_world, partial)
+    shutil.rmtree(partial / "lam")
+    with pytest.raises(UserInputError, match="no lam stage"):
+        GenieWorld.from_run(partial)
+
+    foreign = tmp_path / "foreign"  # a stage directory holding another family's checkpoint
+    shutil.copytree(tiny_world, foreign)
+    shutil.rmtree(foreign / "lam")
+    shutil.copytree(tiny_world / "tokenizer", foreign / "lam")
+    with pytest.raises(UserInputError, match="a 'genie-tokenizer' checkpoint, expected 'genie-lam'"):
+        World.from_pretrained(foreign)
+
+    mismatched = tmp_path / "mismatched"  # a dynamics model made for another tokenizer
+    shutil.copytree(tiny_world, mismatched)
+    dynamics = load_pretrained(mismatched / "dynamics")
+    save_pretrained(GenieDynamics(dataclasses.replace(dynamics.config, num_codes=32)), mismatched / "dynamics",
+                    "genie-dynamics")
+    with pytest.raises(UserInputError, match="stages do not fit together"):
+        GenieWorld.from_run(mismatched)
+
+    no_world = tmp_path / "tokenizer-only"
+    shutil.copytree(tiny_world / "tokenizer", no_world / "tokenizer")
+    with pytest.raises(UserInputError, match="not a playable world"):
+        load_world_model(no_world)
+    with pytest.raises(UserInputError, match="not a shipped world"):
+        load_world_model("no-such-world")
