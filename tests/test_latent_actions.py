@@ -107,9 +107,10 @@ def test_loss_is_a_mean_over_clips() -> None:
     torch.testing.assert_close(both, torch.stack(each).mean())
 
 
+@pytest.mark.parametrize("differences", [False, True], ids=["frames", "frames+differences"])
 @pytest.mark.parametrize("t", [0, 1])
-def test_later_frames_change_neither_earlier_actions_nor_earlier_predictions(t: int) -> None:
-    model = make()
+def test_later_frames_change_neither_earlier_actions_nor_earlier_predictions(t: int, differences: bool) -> None:
+    model = make(dataclasses.replace(TINY, pixel_differences=differences))
     x = frames()
     other = x.clone()
     other[:, t + 2:] = torch.rand_like(other[:, t + 2:])

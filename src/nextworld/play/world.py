@@ -23,21 +23,13 @@ from PIL import Image
 from nextworld.data.frames import fit_square, to_model_frames, to_stored_frames
 from nextworld.errors import UserInputError
 from nextworld.models.genie.world import WORLD_FILE, GenieWorld
+from nextworld.train.distributed import resolve_device
 from nextworld.zoo import resolve_world
 
 WORLD_LOADERS: dict[str, Callable[[Path, torch.device], Any]] = {
     "genie": lambda directory, device: GenieWorld.from_run(directory, map_location=device),
 }
 """``world.json``'s family -> how to load that kind of world."""
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise UserInputError(f"device {device!r}: not a torch device (auto, cpu, cuda, cuda:N)") from None
 
 
 def load_world_model(name_or_dir: str | Path, device: str = "cpu", *, allow_paths: bool = True) -> Any:
@@ -117,8 +109,8 @@ class World:
         """The next frame, uint8 [H, W, 3], under ``action`` (an int in the action space)."""
         if self.state is None:
             raise RuntimeError("World.step before reset: start the world from a prompt first")
-        if isinstance(action, bool) or not isinstance(action, (int, np.integer)) or not self.action_space.contains(
-                int(action)):
+        valid = isinstance(action, (int, np.integer)) and not isinstance(action, bool)
+        if not valid or not self.action_space.contains(int(action)):
             raise UserInputError(f"action {action!r}: outside the world's actions 0..{self.num_actions - 1}")
         self.state, pred = self.model.step(self.state, torch.tensor([int(action)], device=self.model.device),
                                            generator=self.generator)
