@@ -5,7 +5,9 @@ discrete tokens and back. It is registered as the ``genie-tokenizer`` family, wi
 configs in ``TOKENIZER_PRESETS``. Stage 2, the latent action model, is ``LatentActionModel``
 (``genie-lam``): it infers a discrete action between frames without labels. Stage 3, the
 dynamics model, is ``GenieDynamics`` (``genie-dynamics``): a MaskGIT space-time transformer over
-the tokens, conditioned on latent actions. Training stages 2-3 and playing a world come next.
+the tokens, conditioned on latent actions. ``training.py`` trains the stages in order on the
+shared engine; ``world.py`` (``GenieWorld``) puts the three behind the WorldModel face, which
+``nextworld.play`` plays, dreams and serves.
 """
 
 from nextworld.models.base import register_family

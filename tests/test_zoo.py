@@ -1,0 +1,71 @@
+"""Shipped worlds: packaging (float16, size limit, staging), loading by name offline, and the cards."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+import nextworld.zoo as zoo
+from nextworld.errors import UserInputError
+from nextworld.play.world import World
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL_KEYS = {"tokenizer_psnr", "tokenizer_ssim", "psnr_t1", "psnr_t4", "psnr_t10", "delta_psnr_t4", "action_nmi",
+             "codebook_usage", "lam_codebook_usage", "frames_per_second"}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def package_world_module():
+    spec = importlib.util.spec_from_file_location("package_world", REPO / "scripts" / "package_world.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_package_a_world_in_float16_and_load_it_by_name(tiny_world: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    module = package_world_module()
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    monkeypatch.setattr(module, "ZOO_DIR", tmp_path / "zoo")
+    (tmp_path / "zoo").mkdir()
+    import torch
+
+    target = module.package(tiny_world, "toy-world", torch.float16, max_mb=10, overwrite=False)
+    with safe_open(str(target / "dynamics" / "model.safetensors"), "pt") as f:
+        assert all(f.get_tensor(k).dtype in (torch.float16, torch.int64, torch.bool) for k in f.keys())
+    assert zoo.shipped_worlds() == ["toy-world"] and not list((tmp_path / "zoo").glob(".*"))
+    original, shipped = World.from_pretrained(tiny_world, seed=0), World.from_pretrained("toy-world", seed=0)
+    prompt = np.zeros((16, 16, 3), np.uint8)
+    original.reset(prompt)
+    shipped.reset(prompt)
+    assert shipped.step(1).shape == original.step(1).shape == (16, 16, 3)
+    with pytest.raises(SystemExit, match="exists"):
+        module.package(tiny_world, "toy-world", torch.float16, max_mb=10, overwrite=False)
+    with pytest.raises(SystemExit, match="over the 0.001 MB limit"):
+        module.package(tiny_world, "too-big", torch.float16, max_mb=0.001, overwrite=False)
+    assert zoo.shipped_worlds() == ["toy-world"]  # the refused one left nothing behind
+
+
+def test_names_from_clients_never_reach_the_file_system(tiny_world: Path) -> None:
+    assert zoo.resolve_world(tiny_world) == tiny_world  # the command line may name a directory
+    for name in (str(tiny_world), "../zoo", "coinrun-tiny/../x", "/etc", "a/b"):
+        with pytest.raises(UserInputError, match="not a shipped world name"):
+            zoo.resolve_world(name, allow_paths=False)
+
+
+@pytest.mark.parametrize("name", zoo.shipped_worlds())
+def test_every_shipped_world_is_small_loads_offline_and_carries_its_card(name: str) -> None:
+    directory = zoo.ZOO_DIR / name
+    size = sum(p.stat().st_size for p in directory.rglob("*.safetensors"))
+    assert size <= 10_000_000, f"{name}: {size / 1e6:.1f} MB of weights"
+    card = (directory / "README.md").read_text()
+    metrics = json.loads((directory / "eval.json").read_text())
+    assert EVAL_KEYS <= set(metrics) and "nextworld train genie" in card and "```json" in card
+    world = World.from_pretrained(name)
+    assert world.reset(np.zeros((64, 64, 3), np.uint8)).shape == world.frame_shape
