@@ -72,11 +72,14 @@ def stage_compute(run: Path, stage: str) -> dict:
             "lr": config["train"]["lr"], "minutes": round(seconds / 60, 1), "device": config["train"]["device"]}
 
 
-def write_card(run: Path, name: str, eval_json: Path, command_file: Path) -> Path:
+def write_card(run: Path, name: str, eval_json: Path, command_file: Path, note: str = "") -> Path:
     target = ZOO_DIR / name
     metrics = json.loads(eval_json.read_text())
     compute = {stage: stage_compute(run, stage) for stage in STAGE_FAMILIES}
     data = read_checkpoint_config(run / "tokenizer").get("data", {})
+    meta_path = Path(data.get("path", "")) / "meta.json"
+    split = json.loads(meta_path.read_text()).get("split") if meta_path.is_file() else None
+    levels = data.get("levels") or (f"{split['range'][0]}-{split['range'][1] - 1}" if split else "unrecorded")
     sizes = {stage: round((target / stage / WEIGHTS_NAME).stat().st_size / 1e6, 2) for stage in STAGE_FAMILIES}
     rows = "\n".join(f"| {stage} | {c['steps']:,} | {c['batch_size']} | {c['lr']:g} | {c['minutes']} | {sizes[stage]} |"
                       for stage, c in compute.items())
@@ -94,8 +97,8 @@ the recorded actions were never read in training, only in evaluation. Play it wi
 
 ## How it was made
 
-Data: CoinRun (procgen-mirror, hard mode, 64x64), training levels {data.get("levels")} only,
-from `{data.get("path")}`; held-out evaluation on levels >= 100,000. The whole recipe, from
+Data: CoinRun (procgen-mirror, hard mode, 64x64), training levels {levels} only (the dataset
+at `{data.get("path")}`, made by the first command below); held-out evaluation on levels >= 100,000. The whole recipe, from
 an empty machine (collection, the three training stages, packaging, evaluation):
 
 ```bash
@@ -108,7 +111,7 @@ stage's metrics.jsonl, without checkpoints and start-up):
 | stage | steps | batch | lr | minutes | MB (float16) |
 |---|---|---|---|---|---|
 {rows}
-
+{note}
 ## Results on held-out levels (these packaged float16 weights)
 
 | metric | value |
@@ -136,9 +139,10 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--card", type=Path, help="write the model card from this eval JSON instead of packaging")
     parser.add_argument("--command-file", type=Path, help="the script that reproduces the world (for --card)")
+    parser.add_argument("--note", default="", help="a paragraph for the card about how this run was made")
     args = parser.parse_args()
     if args.card is not None:
-        write_card(args.run, args.name, args.card, args.command_file)
+        write_card(args.run, args.name, args.card, args.command_file, args.note)
     else:
         package(args.run, args.name, getattr(torch, args.dtype), args.max_mb, args.overwrite)
 
