@@ -66,6 +66,6 @@ def test_every_shipped_world_is_small_loads_offline_and_carries_its_card(name: s
     assert size <= 10_000_000, f"{name}: {size / 1e6:.1f} MB of weights"
     card = (directory / "README.md").read_text()
     metrics = json.loads((directory / "eval.json").read_text())
-    assert EVAL_KEYS <= set(metrics) and "nextworld train genie" in card and "```json" in card
+    assert EVAL_KEYS <= set(metrics) and "train genie --data" in card and "```json" in card
     world = World.from_pretrained(name)
     assert world.reset(np.zeros((64, 64, 3), np.uint8)).shape == world.frame_shape
