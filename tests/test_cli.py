@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file, save_file
 
 from nextworld.cli import main
 from test_ingest import moving_block_mp4
@@ -57,8 +59,8 @@ def test_train_resume_eval(coinrun: dict[str, Path], tmp_path: Path) -> None:
     run = tmp_path / "run"
     common = ["train", "genie", "--data", str(coinrun["train"]), "--out", str(run), "--batch-size", "2",
               "--ckpt-every", "2", "--no-progress"]
-    assert main([*common, "--steps", "2"]) == 0
-    assert main([*common, "--steps", "3", "--resume"]) == 0
+    assert main([*common, "--steps", "2", "--stage", "tokenizer"]) == 0
+    assert main([*common, "--steps", "3", "--resume"]) == 0  # tokenizer 2 -> 3, then lam and dynamics
     lines = (run / "tokenizer" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["step"] == 3
     assert (run / "tokenizer" / "samples" / "tokenizer-0000003.png").is_file()
@@ -73,6 +75,16 @@ def test_train_resume_eval(coinrun: dict[str, Path], tmp_path: Path) -> None:
     for stage in ("lam", "dynamics"):  # every stage trained, resumed and sampled
         assert json.loads((run / stage / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 3
         assert (run / stage / "samples" / f"{stage}-0000003.png").is_file()
+    # the dynamics learned on this tokenizer: training it further is refused, the world stays intact
+    assert main([*common, "--steps", "4", "--resume"]) == 2
+    assert json.loads((run / "tokenizer" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 3
+    changed = tmp_path / "changed"  # a tokenizer swapped under a trained dynamics: its resume is refused
+    shutil.copytree(run, changed)
+    weights = load_file(str(changed / "tokenizer" / "model.safetensors"))
+    save_file({k: v + 1 if v.is_floating_point() else v for k, v in weights.items()},
+              str(changed / "tokenizer" / "model.safetensors"))
+    assert main(["train", "genie", "--data", str(coinrun["train"]), "--out", str(changed), "--stage", "dynamics",
+                 "--steps", "4", "--resume", "--no-progress"]) == 2
     clip = tmp_path / "dream.gif"
     assert main(["dream", str(run), "--prompt", f"{coinrun['heldout']}:0:0", "--actions", "0,1,2,3",
                  "--out", str(clip)]) == 0

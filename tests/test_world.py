@@ -88,7 +88,15 @@ def test_world_env_passes_gymnasiums_checker(tiny_world: Path) -> None:
         assert reward == 0.0 and not terminated
     assert truncated and info["steps"] == 3
     replay = WorldEnv(World.from_pretrained(tiny_world), prompts=[prompt(0), prompt(1)])
-    assert np.array_equal(replay.reset(seed=5)[0], replay.reset(seed=5)[0])
+
+    def episode(seed: int) -> np.ndarray:
+        first, _ = replay.reset(seed=seed)
+        return np.stack([first, *[replay.step(a)[0] for a in (0, 1, 2, 3)]])
+
+    assert np.array_equal(episode(5), episode(5))  # the env's seed fixes the prompt and the sampling
+    assert not np.array_equal(episode(5), episode(6))
+    with pytest.raises(UserInputError, match="outside the world's actions"):
+        replay.step(2.7)
 
 
 def test_loading_refuses_incomplete_mismatched_or_foreign_worlds(tiny_world: Path, tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ class WorldEnv(gym.Env):
         return frame, {"steps": 0}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        frame = self.world.step(int(action))
+        frame = self.world.step(action.item() if isinstance(action, np.ndarray) and action.ndim == 0 else action)
         truncated = self.world.steps >= self.max_episode_steps
         return frame, 0.0, False, truncated, {"steps": self.world.steps}
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from nextworld.atomic_files import write_json_atomic
+from nextworld.data.episode_format import sha256_file
 from nextworld.data.frames import to_model_frames
 from nextworld.data.windows import ClipDataset, WindowSpec, open_clips
 from nextworld.errors import UserInputError
@@ -36,6 +37,7 @@ from nextworld.models.genie.presets import LAM_PRESETS, TOKENIZER_PRESETS, dynam
 from nextworld.models.genie.tokenizer import VideoTokenizer
 from nextworld.models.genie.world import STAGE_FAMILIES, WORLD_FILE
 from nextworld.train import FitResult, SampleFn, TrainConfig, fit, saved_train_config, seed_everything
+from nextworld.train.checkpoint import read_state_json
 
 STAGES = ("tokenizer", "lam", "dynamics")
 """Genie's stages in training order."""
@@ -152,11 +154,33 @@ def _stage_model(cfg: GenieTrainConfig, stage: str, resuming: bool) -> tuple[nn.
         return LatentActionModel(LAM_PRESETS[cfg.preset]), None
     tokenizer, lam = _load_stage(cfg.out, "tokenizer"), _load_stage(cfg.out, "lam")
     if resuming:  # the saved config, so a resume with other stage shapes is refused by name, not by shape
-        saved = read_checkpoint_config(cfg.out / stage)["config"]
-        config = config_from_dict(DynamicsConfig, saved, f"{cfg.out / stage}/config.json")
+        saved = read_checkpoint_config(cfg.out / stage)
+        config = config_from_dict(DynamicsConfig, saved["config"], f"{cfg.out / stage}/config.json")
+        if saved.get("genie", {}).get("inputs") not in (None, stage_input_hashes(cfg.out)):
+            raise UserInputError(f"{cfg.out / stage}: its tokenizer or lam has changed since it was trained "
+                                 f"(their weights differ); train the dynamics into a new --out")
     else:
         config = dynamics_config(cfg.preset, tokenizer.config, tokenizer.num_codes, lam.num_actions)
+    if config.max_frames > lam.config.max_frames:
+        raise UserInputError(f"{cfg.out / 'lam'}: reads clips of at most {lam.config.max_frames} frames, the "
+                             f"{cfg.preset} dynamics trains on {config.max_frames}; use the --preset the run's "
+                             f"lam was trained with")
     return GenieDynamics(config), DynamicsInputs(tokenizer, lam)
+
+
+def stage_input_hashes(out: Path) -> dict[str, str]:
+    """sha256 of the tokenizer's and the LAM's weights in run ``out``: what the dynamics learned on."""
+    return {stage: sha256_file(out / stage / "model.safetensors") for stage in ("tokenizer", "lam")}
+
+
+def _refuse_retraining_under_dynamics(cfg: GenieTrainConfig, stage: str, train_cfg: TrainConfig) -> None:
+    """An earlier stage may not train further once a dynamics model has learned on its outputs."""
+    if stage == "dynamics" or not (cfg.out / "dynamics").exists():
+        return
+    done = read_state_json(cfg.out / stage, required={"step": int})["step"] if (cfg.out / stage).exists() else 0
+    if train_cfg.steps > done:
+        raise UserInputError(f"{cfg.out / stage}: the dynamics in {cfg.out / 'dynamics'} learned on this {stage}'s "
+                             f"outputs; training it further would silently break that world; train into a new --out")
 
 
 def _stage_window(cfg: GenieTrainConfig, stage: str, model: nn.Module) -> WindowSpec:
@@ -197,12 +221,16 @@ def train_genie(cfg: GenieTrainConfig) -> dict[str, FitResult]:
         # a stage that never started before an interruption starts fresh on --resume
         resuming = cfg.resume and (cfg.out / stage).exists()
         train_cfg = stage_train_config(cfg, stage, resuming)
+        _refuse_retraining_under_dynamics(cfg, stage, train_cfg)
         seed_everything(train_cfg.seed)
         model, inputs = _stage_model(cfg, stage, resuming)
         window = _stage_window(cfg, stage, model)
         clips = open_clips(cfg.data, window, levels=cfg.levels, keys=("frames",), frame_shape=frame_shape)
+        genie: dict = {"preset": cfg.preset, "stage": stage}
+        if stage == "dynamics":
+            genie["inputs"] = stage_input_hashes(cfg.out)
         extra = {"data": {"path": str(cfg.data), "levels": cfg.levels, "window": dataclasses.asdict(window)},
-                 "genie": {"preset": cfg.preset, "stage": stage}}
+                 "genie": genie}
         results[stage] = fit(model, STAGE_FAMILIES[stage], clips, train_cfg, cfg.out / stage, resume=resuming,
                              extra_config=extra, sample_fn=_sampler(stage, clips, inputs), prepare=inputs)
         if stage == "dynamics":
