@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from nextworld.atomic_files import write_atomic
 from nextworld.models.base import CONFIG_NAME, WEIGHTS_NAME, read_checkpoint_config
 from nextworld.models.genie.world import STAGE_FAMILIES, WORLD_FILE
 from nextworld.zoo import ZOO_DIR
@@ -53,9 +54,12 @@ def package(run: Path, name: str, dtype: torch.dtype, max_mb: float, overwrite: 
         size_mb = sum(p.stat().st_size for p in staging.rglob("*.safetensors")) / 1e6
         if size_mb > max_mb:
             sys.exit(f"{name}: {size_mb:.1f} MB of weights, over the {max_mb} MB limit")
+        old = ZOO_DIR / f".{name}.old"
+        shutil.rmtree(old, ignore_errors=True)
         if target.exists():
-            shutil.rmtree(target)
+            target.rename(old)  # aside until the new one is in place
         staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"packaged {run} as {target} ({size_mb:.2f} MB of {str(dtype).removeprefix('torch.')} weights)")
@@ -124,8 +128,8 @@ Definitions: `docs/genie.md` and DESIGN.md's metric definitions. The full evalua
 {json.dumps(metrics, indent=1)}
 ```
 """
-    (target / "README.md").write_text(card)
-    shutil.copy(eval_json, target / "eval.json")
+    write_atomic(target / "README.md", lambda tmp: tmp.write_text(card))
+    write_atomic(target / "eval.json", lambda tmp: shutil.copy(eval_json, tmp))
     print(f"wrote {target / 'README.md'}")
     return target / "README.md"
 

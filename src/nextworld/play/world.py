@@ -64,7 +64,10 @@ def prompt_frames(prompt: Any, frame_shape: tuple[int, int, int]) -> np.ndarray:
     if array.ndim == 3 and array.shape[-1] in (3, 4):
         if array.shape[:2] == (h, w) and array.shape[-1] == c:
             return array[None]
-        return fit_square(Image.fromarray(array), h, "crop")[None]
+        image = Image.fromarray(array)
+        if image.mode == "RGBA":  # transparent parts on white, as for a prompt file
+            image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
+        return fit_square(image, h, "crop")[None]
     if array.ndim == 4 and array.shape[1:] == (h, w, c) and array.shape[0] >= 1:
         return array
     raise UserInputError(f"prompt: expected an image [H, W, 3] or frames [T, {h}, {w}, {c}], got shape {list(array.shape)}")

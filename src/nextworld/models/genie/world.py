@@ -156,14 +156,18 @@ class GenieWorld(nn.Module):
             tokens, actions = tokens[:, 1:], actions[:, 1:]
             cache = self.dynamics.prefill(tokens, actions)
         new = self.dynamics.generate_next(cache, action, self.sample_steps, self.temperature, generator)  # (B, h, w)
-        frames = self.tokenizer.decode(new[:, None])[:, 0]  # (B, C, H, W)
         state = GenieState(torch.cat([tokens, new[:, None]], dim=1), torch.cat([actions, action[:, None]], dim=1), cache)
-        return state, Prediction(frames=frames, tokens=new)
+        return state, Prediction(frames=self.decode(state), tokens=new)
 
     @torch.no_grad()
     def decode(self, state: GenieState) -> torch.Tensor:
-        """The last frame of every world, float [B, C, H, W] in [0, 1]."""
-        return self.tokenizer.decode(state.tokens[:, -1:])[:, 0]
+        """The last frame of every world, float [B, C, H, W] in [0, 1].
+
+        A conv tokenizer decodes each frame alone; an ST-ViViT one (``arch="st"``) decodes the
+        frame with the context its temporal attention was trained on.
+        """
+        context = state.tokens if self.tokenizer.config.arch == "st" else state.tokens[:, -1:]
+        return self.tokenizer.decode(context)[:, -1]
 
     @torch.no_grad()
     def rollout(self, prompt: torch.Tensor, actions: torch.Tensor,
