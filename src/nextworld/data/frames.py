@@ -38,6 +38,14 @@ def fit_square(image: Image.Image, size: int, mode: Literal["crop", "pad"]) -> n
     return np.asarray(square, dtype=np.uint8)
 
 
+def on_white(image: Image.Image) -> Image.Image:
+    """An image with its transparent parts laid on white (a sketch's background is paper), as RGB."""
+    if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+
+
 def to_model_frames(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [..., H, W, C] -> float [..., C, H, W] in [0, 1]."""
     return frames.movedim(-1, -3).float() / 255

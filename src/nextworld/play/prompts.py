@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from nextworld.data.episodes import EpisodeDataset
-from nextworld.data.frames import fit_square
+from nextworld.data.frames import fit_square, on_white
 from nextworld.errors import UserInputError
 
 MAX_PROMPT_BYTES = 20_000_000
@@ -92,11 +92,10 @@ def load_image(path: Path, size: int) -> np.ndarray:
             raise UserInputError(f"prompt {path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, "
                                  f"over the {MAX_PROMPT_PIXELS / 1e6:.0f} megapixel limit for a prompt image")
         try:
-            image = ImageOps.exif_transpose(image).convert("RGBA")
+            image = on_white(ImageOps.exif_transpose(image))
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise UserInputError(f"prompt {path}: a damaged or truncated image ({e})") from None
-    paper = Image.new("RGBA", image.size, (255, 255, 255, 255))
-    return fit_square(Image.alpha_composite(paper, image), size, "crop")
+    return fit_square(image, size, "crop")
 
 
 def load_prompt(spec: str, frame_shape: tuple[int, int, int]) -> np.ndarray:

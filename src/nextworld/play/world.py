@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nextworld.data.frames import fit_square, to_model_frames, to_stored_frames
+from nextworld.data.frames import fit_square, on_white, to_model_frames, to_stored_frames
 from nextworld.errors import UserInputError
 from nextworld.models.genie.world import WORLD_FILE, GenieWorld
 from nextworld.train.distributed import resolve_device
@@ -64,10 +64,7 @@ def prompt_frames(prompt: Any, frame_shape: tuple[int, int, int]) -> np.ndarray:
     if array.ndim == 3 and array.shape[-1] in (3, 4):
         if array.shape[:2] == (h, w) and array.shape[-1] == c:
             return array[None]
-        image = Image.fromarray(array)
-        if image.mode == "RGBA":  # transparent parts on white, as for a prompt file
-            image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
-        return fit_square(image, h, "crop")[None]
+        return fit_square(on_white(Image.fromarray(array)), h, "crop")[None]
     if array.ndim == 4 and array.shape[1:] == (h, w, c) and array.shape[0] >= 1:
         return array
     raise UserInputError(f"prompt: expected an image [H, W, 3] or frames [T, {h}, {w}, {c}], got shape {list(array.shape)}")

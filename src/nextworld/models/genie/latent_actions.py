@@ -49,6 +49,7 @@ from nextworld.errors import UserInputError
 from nextworld.eval.metrics import psnr
 from nextworld.nn.quantizers import QuantizerOutput, VectorQuantizer
 from nextworld.nn.space_time import SpaceTimeTransformer
+from nextworld.nn.st_vivit import patchify, unpatchify
 
 
 @dataclass
@@ -161,17 +162,12 @@ class LatentActionModel(nn.Module):
 
     def _patchify(self, frames: torch.Tensor) -> torch.Tensor:
         """float [B, T, C, H, W] -> [B, T, S, C*p*p], patches in row-major order."""
-        b, t, c, _, _ = frames.shape
-        p, (h, w) = self.config.patch, self.config.patch_grid
-        x = frames.reshape(b, t, c, h, p, w, p).permute(0, 1, 3, 5, 2, 4, 6)  # (B, T, h, w, C, p, p)
-        return x.reshape(b, t, h * w, c * p * p)  # (B, T, S, C*p*p)
+        return patchify(frames, self.config.patch).flatten(2, 3)  # (B, T, S, C*p*p)
 
     def _unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
         """float [B, T, S, C*p*p] -> [B, T, C, H, W]."""
-        b, t = patches.shape[:2]
-        c, p, (h, w) = self.config.channels, self.config.patch, self.config.patch_grid
-        x = patches.reshape(b, t, h, w, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)  # (B, T, C, h, p, w, p)
-        return x.reshape(b, t, c, h * p, w * p)  # (B, T, C, H, W)
+        grid = patches.unflatten(2, self.config.patch_grid)  # (B, T, h, w, C*p*p)
+        return unpatchify(grid, self.config.channels, self.config.patch)
 
     # ------------------------------------------------------------------------ encoder and decoder
 
