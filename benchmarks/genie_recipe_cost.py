@@ -17,8 +17,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 
 import torch
 
@@ -26,26 +24,7 @@ from nextworld.models.genie import LatentActionModel, VideoTokenizer
 from nextworld.models.genie.dynamics import GenieDynamics
 from nextworld.models.genie.presets import LAM_PRESETS, TOKENIZER_PRESETS, dynamics_config
 from nextworld.models.genie.training import RECIPES, DynamicsInputs
-from nextworld.train.optim import build_optimizer
-from nextworld.train.config import TrainConfig
-
-
-def time_steps(model: torch.nn.Module, make_batch, cfg: TrainConfig, steps: int, warmup: int) -> float:
-    """Median seconds of one optimizer step (batch preparation included)."""
-    optimizer = build_optimizer(model, cfg, torch.device("cpu"))
-    model.train()
-    times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        batch = make_batch()
-        loss, _ = model.loss(batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from step_timing import time_steps
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -127,3 +128,21 @@ def test_loading_refuses_incomplete_mismatched_or_foreign_worlds(tiny_world: Pat
         load_world_model(no_world)
     with pytest.raises(UserInputError, match="not a shipped world"):
         load_world_model("no-such-world")
+
+
+def test_world_json_sampling_sets_the_defaults_and_is_checked(tiny_world: Path) -> None:
+    assert (World.from_pretrained(tiny_world).model.sample_steps, World.from_pretrained(tiny_world).model.temperature) \
+        == (8, 1.0)  # a world without a sampling entry
+    spec = json.loads((tiny_world / "world.json").read_text())
+    spec["sampling"] = {"sample_steps": 2, "temperature": 0.0, "chosen_on": {"data": "val"}}
+    (tiny_world / "world.json").write_text(json.dumps(spec))
+    model = World.from_pretrained(tiny_world).model
+    assert (model.sample_steps, model.temperature) == (2, 0.0)
+    model.set_sampling(temperature=0.5)
+    assert (model.sample_steps, model.temperature) == (2, 0.5)
+    with pytest.raises(UserInputError, match="sample_steps 0"):
+        model.set_sampling(sample_steps=0)
+    spec["sampling"] = {"steps": 2}
+    (tiny_world / "world.json").write_text(json.dumps(spec))
+    with pytest.raises(UserInputError, match="sampling"):
+        World.from_pretrained(tiny_world)

@@ -69,3 +69,50 @@ def test_every_shipped_world_is_small_loads_offline_and_carries_its_card(name: s
     assert EVAL_KEYS <= set(metrics) and "train genie --data" in card and "```json" in card
     world = World.from_pretrained(name)
     assert world.reset(np.zeros((64, 64, 3), np.uint8)).shape == world.frame_shape
+
+
+def package_model_module():
+    spec = importlib.util.spec_from_file_location("package_model", REPO / "scripts" / "package_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_package_a_single_checkpoint_and_resolve_it_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from nextworld.models.base import load_pretrained, save_pretrained
+    from nextworld.models.jepa.world_model import JEPAWorldConfig, JEPAWorldModel
+
+    module = package_model_module()
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    monkeypatch.setattr(module, "ZOO_DIR", tmp_path / "zoo")
+    (tmp_path / "zoo").mkdir()
+    model = JEPAWorldModel(JEPAWorldConfig(frame_shape=(16, 16, 3), widths=(4,), embed_dim=4, predictor_hidden=8,
+                                           predictor_depth=1))
+    run = save_pretrained(model, tmp_path / "run", "jepa", extra={"scratch": "not kept"})
+    target = module.package(run, "toy-model", torch.float32, max_mb=10, overwrite=False)
+    assert zoo.shipped_models() == ["toy-model"] and zoo.shipped_worlds() == []
+    assert zoo.resolve_model("toy-model") == target
+    assert "scratch" not in json.loads((target / "config.json").read_text())
+    loaded = load_pretrained(zoo.resolve_model("toy-model"), family="jepa")
+    frames = torch.rand(1, 1, 3, 16, 16)
+    assert torch.equal(loaded.encode(frames), model.encode(frames))
+    with pytest.raises(UserInputError, match="not a shipped world"):
+        zoo.resolve_world("toy-model")  # a checkpoint is not a playable world
+    for name in ("../zoo", "toy-model/..", "/etc"):
+        with pytest.raises(UserInputError, match="not a shipped model name"):
+            zoo.resolve_model(name, allow_paths=False)
+
+
+@pytest.mark.parametrize("name", sorted(set(zoo.shipped_models()) - set(zoo.shipped_worlds())))
+def test_every_shipped_checkpoint_is_small_loads_offline_and_carries_its_card(name: str) -> None:
+    from nextworld.models.base import load_pretrained
+
+    directory = zoo.ZOO_DIR / name
+    assert (directory / "model.safetensors").stat().st_size <= 10_000_000
+    card = (directory / "README.md").read_text()
+    metrics = json.loads((directory / "eval.json").read_text())
+    assert {"probe", "plan"} <= set(metrics) and "```json" in card and "train jepa --data" in card
+    assert {"success_rate", "seconds_per_plan"} <= set(metrics["plan"])
+    assert load_pretrained(directory).config.frame_shape == (64, 64, 3)

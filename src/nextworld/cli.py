@@ -23,6 +23,8 @@ from nextworld.data.sources.video import IngestConfig
 from nextworld.errors import UserInputError
 from nextworld.eval.evaluate import EvalConfig
 from nextworld.models.genie.training import GenieTrainConfig
+from nextworld.models.jepa.training import JEPATrainConfig
+from nextworld.planning.episodes import PlanConfig
 from nextworld.play.dream import DreamConfig
 
 console = Console(soft_wrap=True)  # never break a path across lines
@@ -137,16 +139,34 @@ def run_train_genie(cfg: GenieTrainConfig) -> int:
     return 130 if interrupted else 0
 
 
-def run_eval(cfg: EvalConfig) -> int:
-    from nextworld.eval.evaluate import evaluate
+def run_train_jepa(cfg: JEPATrainConfig) -> int:
+    from nextworld.models.jepa.training import train_jepa
 
-    metrics = evaluate(cfg)
-    table = Table(title=f"eval {cfg.run} on {cfg.data}", show_header=False)
+    result = train_jepa(cfg)
+    if _main_process():
+        loss = result.metrics.get("losses/loss")
+        console.print(f"jepa ({cfg.model}): {result.steps} steps in {result.seconds:.0f} s"
+                      + (f", loss {loss:.4f}" if loss is not None else "") + f" -> {result.run_dir}")
+        if result.interrupted:
+            console.print(f"interrupted; checkpoint saved. Continue with: nextworld train jepa --data {cfg.data} "
+                          f"--out {cfg.out} --preset {cfg.preset} --model {cfg.model} --resume")
+    return 130 if result.interrupted else 0
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    table = Table(title=title, show_header=False)
     table.add_column(style="bold")
     table.add_column()
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
+
+
+def run_eval(cfg: EvalConfig) -> int:
+    from nextworld.eval.evaluate import evaluate
+
+    metrics = evaluate(cfg)
+    _print_metrics(f"eval {cfg.run} on {cfg.data}", metrics)
     if cfg.json is not None:
         console.print(f"wrote {cfg.json}")
     return 0
@@ -162,6 +182,19 @@ def run_dream(cfg: DreamConfig) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- plan
+
+
+def run_plan(cfg: PlanConfig) -> int:
+    from nextworld.planning.episodes import plan_episodes
+
+    metrics = plan_episodes(cfg)
+    _print_metrics(f"plan {cfg.run} in {cfg.env}", {k: v for k, v in metrics.items() if k not in ("planner", "per_episode")})
+    if cfg.json is not None:
+        console.print(f"wrote {cfg.json}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- dispatch
 
 Verb = tuple[type, Callable[..., int]]
@@ -170,9 +203,10 @@ VERBS: dict[str, Verb | dict[str, Verb]] = {
     "collect": (CollectConfig, run_collect),
     "ingest": (IngestConfig, run_ingest),
     "info": (InfoArgs, run_info),
-    "train": {"genie": (GenieTrainConfig, run_train_genie)},
+    "train": {"genie": (GenieTrainConfig, run_train_genie), "jepa": (JEPATrainConfig, run_train_jepa)},
     "eval": (EvalConfig, run_eval),
     "dream": (DreamConfig, run_dream),
+    "plan": (PlanConfig, run_plan),
 }
 """verb -> (arguments dataclass, runner), or for verbs per model family, family -> that."""
 

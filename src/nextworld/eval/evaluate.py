@@ -1,5 +1,8 @@
 """`nextworld eval`: measure a trained run on held-out data and write the metrics as JSON.
 
+A JEPA run (families ``jepa`` and ``jepa-video``) gives collapse and linear-probe metrics
+(``eval/jepa_eval.py``); planning success is measured by `nextworld plan`.
+
 The run decides what is measured (DESIGN.md, "Metric definitions"). A playable Genie world
 (a run directory with ``world.json``, or a shipped world's name) gives the tokenizer's
 ``tokenizer_psnr``, ``tokenizer_ssim`` and ``codebook_usage`` and everything of
@@ -19,18 +22,20 @@ from typing import Annotated, Any
 import tyro
 
 from nextworld.atomic_files import write_json_atomic
+from nextworld.data.episodes import EpisodeDataset
 from nextworld.data.frames import save_image_grid
 from nextworld.data.windows import WindowSpec, open_clips
 from nextworld.errors import UserInputError
 from nextworld.eval.action_map import check_labelled_fraction
 from nextworld.eval.genie_eval import CLIP_LENGTH, evaluate_genie
+from nextworld.eval.jepa_eval import evaluate_jepa_world, evaluate_video_jepa
 from nextworld.eval.tokenizer_eval import evaluate_tokenizer
 from nextworld.models.base import CONFIG_NAME, load_pretrained, read_checkpoint_config
 from nextworld.models.genie.pictures import save_reconstructions
 from nextworld.models.genie.world import WORLD_FILE
 from nextworld.play.world import load_world_model
 from nextworld.train.distributed import resolve_device
-from nextworld.zoo import resolve_world
+from nextworld.zoo import resolve_model, resolve_world
 
 EVAL_WINDOW = WindowSpec(length=CLIP_LENGTH, stride=CLIP_LENGTH)
 """Held-out clips: 11 frames (a prompt frame and the ten a rollout is compared with), non-overlapping."""
@@ -64,10 +69,51 @@ class EvalConfig:
     """MaskGIT iterations per dreamed frame (the world's own when unset)."""
     fps_steps: int = 32
     """Steps of batch-1 play timed for frames_per_second."""
+    label: str = "position"
+    """JEPA runs: the hidden state label the linear probes read (Two-Rooms records ``position``)."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
     progress: bool = True
     """Show progress bars."""
+
+
+JEPA_FAMILIES = ("jepa", "jepa-video")
+"""Families evaluated by probes of their representations (``eval/jepa_eval.py``)."""
+
+
+def _jepa_family(run: Path) -> str | None:
+    """The family of ``run`` when it is a JEPA checkpoint (a directory or a shipped model's name), else None."""
+    if run.is_dir() and not (run / CONFIG_NAME).is_file():
+        return None
+    try:
+        directory = resolve_model(run)
+    except UserInputError:
+        return None
+    if not (directory / CONFIG_NAME).is_file():
+        return None
+    family = read_checkpoint_config(directory)["family"]
+    return family if family in JEPA_FAMILIES else None
+
+
+def evaluate_jepa(cfg: EvalConfig, family: str) -> dict[str, Any]:
+    """Collapse and probe metrics of a JEPA run on ``cfg.data`` (see ``eval/jepa_eval.py``)."""
+    device = resolve_device(cfg.device)
+    model = load_pretrained(resolve_model(cfg.run), family=family).to(device).eval()
+    data = EpisodeDataset(cfg.data)
+    if cfg.label not in data.label_names:
+        raise UserInputError(f"{cfg.data}: no hidden label {cfg.label!r} to probe "
+                             f"(it has: {', '.join(data.label_names) or 'none'})")
+    if tuple(data.meta["frame_shape"]) != tuple(model.config.frame_shape):
+        raise UserInputError(f"{cfg.data}: frames are {tuple(data.meta['frame_shape'])}, the model reads "
+                             f"{tuple(model.config.frame_shape)}")
+    if family == "jepa":
+        metrics = evaluate_jepa_world(model, data, label=cfg.label, device=device)
+    else:
+        metrics = evaluate_video_jepa(model, data, label=cfg.label, device=device)
+    metrics.update({"run": str(cfg.run), "data": str(cfg.data), "family": family, "device": str(device)})
+    if cfg.json is not None:
+        write_json_atomic(cfg.json, metrics)
+    return metrics
 
 
 def _world_dir(run: Path) -> Path | None:
@@ -100,14 +146,14 @@ def _check(cfg: EvalConfig) -> None:
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Measure ``cfg.run`` on ``cfg.data``; returns the metrics (also written to ``cfg.json``)."""
     _check(cfg)
+    family = _jepa_family(cfg.run)
+    if family is not None:
+        return evaluate_jepa(cfg, family)
     device = resolve_device(cfg.device)
     world_dir = _world_dir(cfg.run)
     if world_dir is not None:
         world = load_world_model(world_dir, str(device))
-        if cfg.temperature is not None:
-            world.temperature = cfg.temperature
-        if cfg.sample_steps is not None:
-            world.sample_steps = cfg.sample_steps
+        world.set_sampling(cfg.sample_steps, cfg.temperature)
         tokenizer = world.tokenizer
     else:
         world = None

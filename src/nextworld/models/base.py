@@ -51,6 +51,11 @@ class Trainable(Protocol):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]: ...
 
+    # Optional: ``after_optimizer_step(step, total_steps)``, called under no_grad on every rank
+    # after optimizer step ``step`` (from 0) of ``total_steps``, e.g. to move an EMA target
+    # encoder. Whatever it changes must live in the state_dict (parameters or buffers) so
+    # that checkpoints and resumes carry it.
+
 
 @dataclass
 class Prediction:

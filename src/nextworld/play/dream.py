@@ -63,10 +63,10 @@ class DreamConfig:
     """Repetitions of each action before the atlas shows its frame."""
     seed: int = 0
     """Seed of the world's sampling; the same seed dreams the same file."""
-    temperature: float = 1.0
-    """Sampling temperature (0: the most likely token everywhere)."""
-    maskgit_steps: int = 8
-    """MaskGIT iterations per generated frame."""
+    temperature: float | None = None
+    """Sampling temperature (0: the most likely token everywhere); the world's own when unset."""
+    maskgit_steps: int | None = None
+    """MaskGIT iterations per generated frame; the world's own when unset."""
     fps: int = 10
     """Frames per second of the video."""
     scale: int = 4
@@ -190,9 +190,9 @@ def _check(cfg: DreamConfig) -> list[str]:
         raise UserInputError(f"--out {cfg.out}: expected a {' or '.join(wanted)} file"
                              + (" for --atlas" if cfg.atlas else ""))
     for name, least in (("frames", 2), ("atlas_steps", 1), ("maskgit_steps", 1), ("fps", 1), ("scale", 1)):
-        if getattr(cfg, name) < least:
+        if getattr(cfg, name) is not None and getattr(cfg, name) < least:
             raise UserInputError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be at least {least}")
-    if cfg.temperature < 0:
+    if cfg.temperature is not None and cfg.temperature < 0:
         raise UserInputError(f"--temperature {cfg.temperature}: must be >= 0")
     if cfg.actions is not None and (cfg.atlas or cfg.side_by_side):
         raise UserInputError("--actions: only a dream takes actions; --atlas and --side-by-side choose their own")
@@ -212,7 +212,7 @@ def dream(cfg: DreamConfig) -> Path:
     """Write the dream, atlas or side-by-side video that ``cfg`` asks for; returns its path."""
     specs = _check(cfg)
     world = World.from_pretrained(cfg.run, cfg.device, seed=cfg.seed)
-    world.model.temperature, world.model.sample_steps = cfg.temperature, cfg.maskgit_steps
+    world.model.set_sampling(cfg.maskgit_steps, cfg.temperature)
     if cfg.side_by_side:
         clip = load_clip(*parse_dataset_spec(specs[0]), cfg.frames, frame_shape=world.frame_shape)  # (T, H, W, 3)
         return write_video(Path(cfg.out), _side_by_side(world, clip, cfg), cfg.fps)

@@ -134,7 +134,7 @@ def fit(model: nn.Module, family: str, data: ClipDataset, cfg: TrainConfig, run_
             window = MetricsWindow()
             while step < cfg.steps and not interrupted:
                 lr = lr_at(step, cfg)
-                window.add(trainer.step(next(batches), lr))
+                window.add(trainer.step(next(batches), lr, step))
                 step += 1
                 interrupted = any_rank(stop.requested, ctx)
                 finished = interrupted or step == cfg.steps
@@ -285,8 +285,8 @@ class _Trainer:
         use_amp = cfg.amp and self.device.type == "cuda"
         self.autocast = partial(torch.autocast, "cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext
 
-    def step(self, batch: dict[str, torch.Tensor], lr: float) -> dict[str, Any]:
-        """One optimizer step on this rank's rows of the global batch; returns its metrics."""
+    def step(self, batch: dict[str, torch.Tensor], lr: float, step: int) -> dict[str, Any]:
+        """One optimizer step (number ``step``, from 0) on this rank's rows of the global batch; returns its metrics."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -310,6 +310,10 @@ class _Trainer:
         totals["charts/grad_norm"] = nn.utils.clip_grad_norm_(self.params, max_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        after_step = getattr(self.model, "after_optimizer_step", None)
+        if after_step is not None:  # e.g. an EMA target encoder following its online encoder
+            with torch.no_grad():
+                after_step(step, self.cfg.steps)
         return totals
 
     def restore_rng(self, state: TrainingState, fallback_seed: int) -> None:

@@ -5,6 +5,9 @@ Source names (``CollectConfig.source``):
 - ``coinrun``: Procgen CoinRun, the same as ``procgen:coinrun``.
 - ``procgen:<game>``: any Procgen game, hard mode, 64×64 (see ``procgen.py``).
 - ``gym:<env-id>``: any Gymnasium env with an ``rgb_array`` render (see ``gym.py``).
+- ``tworooms``: built-in Two-Rooms point navigation with PLDM's fixed wall, the same as
+  ``tworooms:fixed``; ``tworooms:random-wall`` draws the wall and door per episode (see
+  ``tworooms.py``; PLDM's data uses ``--policy wandering --max-episode-steps 91``).
 
 A new source is one entry in ``SOURCE_KINDS`` (and, for a bare name, ``SOURCE_ALIASES``):
 a function ``(name after the colon, config) -> CollectSummary``. Source modules are imported
@@ -29,23 +32,27 @@ class CollectConfig:
     """Collect episodes from a simulator into an episode dataset."""
 
     source: Annotated[str, tyro.conf.Positional]
-    """What to collect from: ``coinrun``, ``procgen:<game>`` or ``gym:<env-id>``."""
+    """What to collect from: ``coinrun``, ``procgen:<game>``, ``gym:<env-id>``, ``tworooms`` or
+    ``tworooms:random-wall``."""
     out: Path
     """Dataset directory to create."""
     episodes: int = 100
     """Complete episodes to write; episodes still running when this many are done are discarded."""
     levels: str = "0:10000"
     """Procgen level seeds ``A:B`` (A included, B excluded). Gym sources use ``seed`` instead."""
-    policy: Literal["random", "sticky"] = "random"
+    policy: Literal["random", "sticky", "wandering", "crossing"] = "random"
     """``random``: a uniform action each step; ``sticky``: repeat the previous action with
-    probability ``sticky_prob``, otherwise a uniform one (longer coherent motions)."""
+    probability ``sticky_prob``, otherwise a uniform one (longer coherent motions);
+    ``wandering`` (Two-Rooms only): a heading that turns a little each step, PLDM's policy;
+    ``crossing`` (Two-Rooms only): wandering, with 60% of episodes started beside the door heading through it."""
     sticky_prob: float = 0.75
     """Probability that the sticky policy repeats its previous action."""
     seed: int = 0
     """Seed of the policy and the environments; the same config gives the same dataset.
     Gym episode ``i`` is reset with seed ``seed + i``."""
     max_episode_steps: int = 1000
-    """Actions after which an episode is cut off and marked truncated."""
+    """Actions after which an episode is cut off and marked truncated. Two-Rooms episodes
+    always run this many (PLDM's data: 91)."""
     num_envs: int = 32
     """Procgen environments stepped together (the dataset depends on it, like on ``seed``)."""
     size: int = 64
@@ -87,13 +94,20 @@ def _collect_gym(env_id: str, cfg: CollectConfig) -> CollectSummary:
     return collect_gym(env_id, cfg)
 
 
+def _collect_tworooms(variant: str, cfg: CollectConfig) -> CollectSummary:
+    from nextworld.data.sources.tworooms import collect_tworooms
+
+    return collect_tworooms(variant, cfg)
+
+
 SOURCE_KINDS: dict[str, Callable[[str, CollectConfig], CollectSummary]] = {
     "procgen": _collect_procgen,
     "gym": _collect_gym,
+    "tworooms": _collect_tworooms,
 }
 """Source kind (the part of the name before ``:``) -> collector of that kind."""
 
-SOURCE_ALIASES: dict[str, str] = {"coinrun": "procgen:coinrun"}
+SOURCE_ALIASES: dict[str, str] = {"coinrun": "procgen:coinrun", "tworooms": "tworooms:fixed"}
 """Bare source names that stand for a full ``kind:name``."""
 
 
@@ -117,5 +131,8 @@ def collect(cfg: CollectConfig) -> CollectSummary:
     collector = SOURCE_KINDS.get(kind)
     if collector is None:
         raise UserInputError(
-            f"source {cfg.source!r}: unknown; expected coinrun, procgen:<game> or gym:<env-id>")
+            f"source {cfg.source!r}: unknown; expected coinrun, procgen:<game>, gym:<env-id> or tworooms")
+    if cfg.policy in ("wandering", "crossing") and kind != "tworooms":
+        raise UserInputError(f"policy {cfg.policy}: Two-Rooms only (it turns a continuous heading); "
+                             f"use random or sticky for {cfg.source}")
     return collector(name, cfg)

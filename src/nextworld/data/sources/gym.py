@@ -32,7 +32,7 @@ DEFAULT_FPS = 30.0
 """Frame rate recorded for envs whose metadata gives no ``render_fps``."""
 
 
-def _make_env(env_id: str) -> gym.Env:
+def make_rgb_env(env_id: str) -> gym.Env:
     """``gym.make(env_id, render_mode="rgb_array")``, with errors a user can fix as UserInputError."""
     try:
         env = gym.make(env_id, render_mode="rgb_array")
@@ -54,7 +54,7 @@ def _make_env(env_id: str) -> gym.Env:
     return env
 
 
-def _render(env: gym.Env, env_id: str, size: int) -> np.ndarray:
+def render_frame(env: gym.Env, env_id: str, size: int) -> np.ndarray:
     """The env's current frame made square, uint8 [size, size, 3]."""
     frame = env.render()
     if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3):
@@ -69,7 +69,7 @@ def _play_episode(env: gym.Env, env_id: str, cfg: CollectConfig, episode_seed: i
     space = env.action_space
     discrete = isinstance(space, gym.spaces.Discrete)
     env.reset(seed=episode_seed)
-    frames = [_render(env, env_id, cfg.size)]
+    frames = [render_frame(env, env_id, cfg.size)]
     actions, rewards, terminations, truncations = [], [], [], []
     action = None  # as stored: Discrete index in [0, n), or float32 Box action
     for step in range(cfg.max_episode_steps):
@@ -82,7 +82,7 @@ def _play_episode(env: gym.Env, env_id: str, cfg: CollectConfig, episode_seed: i
         rewards.append(float(reward))
         terminations.append(bool(terminated))
         truncations.append(bool(truncated))
-        frames.append(_render(env, env_id, cfg.size))
+        frames.append(render_frame(env, env_id, cfg.size))
         if terminated or truncated:
             break
     actions.append(np.int64(0) if discrete else np.zeros(space.shape, np.float32))
@@ -104,10 +104,10 @@ def collect_gym(env_id: str, cfg: CollectConfig) -> CollectSummary:
     (Box), rewards float32 [T] and end flags bool [T].
     """
     started = time.perf_counter()
-    env = _make_env(env_id)
+    env = make_rgb_env(env_id)
     try:
         env.reset(seed=cfg.seed)
-        _render(env, env_id, cfg.size)  # a bad render fails here, before the output directory exists
+        render_frame(env, env_id, cfg.size)  # a bad render fails here, before the output directory exists
         space = env.action_space
         space.seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)

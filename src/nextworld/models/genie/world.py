@@ -4,7 +4,12 @@
 from a Genie run directory (or a shipped world, which has the same layout)::
 
     RUN/tokenizer/   RUN/lam/   RUN/dynamics/      each: config.json + model.safetensors
-    RUN/world.json   {"format": "nextworld-world", "family": "genie"}
+    RUN/world.json   {"format": "nextworld-world", "family": "genie",
+                      "sampling": {"sample_steps": 2, "temperature": 0.0}}   (sampling optional)
+
+``sampling`` holds the world's default MaskGIT steps and temperature, chosen on a validation
+split (training-level episodes) when the world is packaged; without it a world samples with
+8 steps at temperature 1.
 
 Playing: ``encode`` tokenizes one or more prompt frames (the actions between several prompt
 frames are inferred by the latent action model) and caches them in the dynamics model;
@@ -19,8 +24,10 @@ once (``encode`` the prompt again to branch).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import torch
@@ -67,6 +74,21 @@ def check_stages_agree(tokenizer: VideoTokenizer, lam: LatentActionModel, dynami
         raise UserInputError(f"{where}: stages do not fit together: {'; '.join(problems)}")
 
 
+def read_sampling(directory: Path) -> dict[str, Any]:
+    """The ``sampling`` defaults of a world directory's world.json ({} when it has none)."""
+    path = Path(directory) / WORLD_FILE
+    if not path.is_file():
+        return {}
+    try:
+        spec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserInputError(f"{path}: not valid JSON ({e})") from None
+    sampling = spec.get("sampling", {}) if isinstance(spec, dict) else {}
+    if not isinstance(sampling, dict) or set(sampling) - {"sample_steps", "temperature", "chosen_on"}:
+        raise UserInputError(f"{path}: 'sampling' must be an object with sample_steps, temperature, chosen_on")
+    return {k: v for k, v in sampling.items() if k != "chosen_on"}
+
+
 class GenieWorld(nn.Module):
     """Tokenizer + latent action model + dynamics: frames in, next frames out under latent actions."""
 
@@ -92,7 +114,20 @@ class GenieWorld(nn.Module):
         stages = {stage: load_pretrained(directory / stage, family, map_location)
                   for stage, family in STAGE_FAMILIES.items()}
         check_stages_agree(stages["tokenizer"], stages["lam"], stages["dynamics"], str(directory))
-        return cls(stages["tokenizer"], stages["lam"], stages["dynamics"])
+        world = cls(stages["tokenizer"], stages["lam"], stages["dynamics"])
+        world.set_sampling(**read_sampling(directory))
+        return world
+
+    def set_sampling(self, sample_steps: int | None = None, temperature: float | None = None) -> None:
+        """Change the MaskGIT steps and/or temperature (None keeps the current value)."""
+        if sample_steps is not None:
+            if sample_steps < 1:
+                raise UserInputError(f"sample_steps {sample_steps}: must be at least 1")
+            self.sample_steps = int(sample_steps)
+        if temperature is not None:
+            if not temperature >= 0:
+                raise UserInputError(f"temperature {temperature}: must be at least 0")
+            self.temperature = float(temperature)
 
     # ------------------------------------------------------------------------ the WorldModel face
 
