@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from nextworld.atomic_files import write_atomic, write_json_atomic
+from nextworld.atomic_files import replace_directory, write_atomic, write_json_atomic
 from nextworld.models.base import CONFIG_NAME, WEIGHTS_NAME, read_checkpoint_config
 from nextworld.zoo import ZOO_DIR
 
@@ -46,12 +46,7 @@ def package(run: Path, name: str, dtype: torch.dtype, max_mb: float, overwrite: 
         size_mb = (staging / WEIGHTS_NAME).stat().st_size / 1e6
         if size_mb > max_mb:
             sys.exit(f"{name}: {size_mb:.1f} MB of weights, over the {max_mb} MB limit")
-        old = ZOO_DIR / f".{name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            target.rename(old)  # aside until the new one is in place
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_directory(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"packaged {run} as {target} ({size_mb:.2f} MB of {str(dtype).removeprefix('torch.')} weights)")
@@ -136,6 +131,8 @@ def main() -> None:
     parser.add_argument("--command-file", type=Path, help="the script that reproduces the model (for --card)")
     parser.add_argument("--note", default="", help="a paragraph for the card about how this run was made")
     args = parser.parse_args()
+    if args.card is not None and args.command_file is None:
+        parser.error("--card needs --command-file (the script that reproduces the model)")
     if args.card is not None:
         write_card(args.run, args.name, args.card, args.plan, args.command_file, args.note)
     else:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from nextworld.atomic_files import write_atomic
+from nextworld.atomic_files import replace_directory, write_atomic
 from nextworld.models.base import CONFIG_NAME, WEIGHTS_NAME, read_checkpoint_config
 from nextworld.models.genie.world import STAGE_FAMILIES, WORLD_FILE
 from nextworld.zoo import ZOO_DIR
@@ -54,12 +54,7 @@ def package(run: Path, name: str, dtype: torch.dtype, max_mb: float, overwrite: 
         size_mb = sum(p.stat().st_size for p in staging.rglob("*.safetensors")) / 1e6
         if size_mb > max_mb:
             sys.exit(f"{name}: {size_mb:.1f} MB of weights, over the {max_mb} MB limit")
-        old = ZOO_DIR / f".{name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            target.rename(old)  # aside until the new one is in place
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_directory(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"packaged {run} as {target} ({size_mb:.2f} MB of {str(dtype).removeprefix('torch.')} weights)")

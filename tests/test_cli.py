@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,8 @@ from safetensors.torch import load_file, save_file
 from nextworld.cli import main
 from test_ingest import moving_block_mp4
 
-REPO = Path(__file__).resolve().parents[1]
+from cli_helpers import assert_one_line_error, run_cli
+
 
 
 @pytest.fixture(scope="module")
@@ -91,35 +90,22 @@ def test_train_resume_eval(coinrun: dict[str, Path], tmp_path: Path) -> None:
     assert clip.stat().st_size > 0
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nextworld", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
-
-
-def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("nextworld: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
 def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, coinrun: dict[str, Path]) -> None:
-    _assert_one_line_error(_run_cli("info", str(tmp_path / "missing")), "missing", "does not exist")
-    _assert_one_line_error(_run_cli("collect", "gym:NoSuchEnv-v9", "--out", str(tmp_path / "x")),
+    assert_one_line_error(run_cli("info", str(tmp_path / "missing")), "missing", "does not exist")
+    assert_one_line_error(run_cli("collect", "gym:NoSuchEnv-v9", "--out", str(tmp_path / "x")),
                            "gym:NoSuchEnv-v9", "unknown Gymnasium environment id")
     assert not (tmp_path / "x").exists()
     not_ours = tmp_path / "not_ours"
     not_ours.mkdir()
     (not_ours / "config.json").write_text('{"architectures": ["Llama"]}')
-    _assert_one_line_error(_run_cli("eval", str(not_ours), "--data", str(coinrun["heldout"])),
+    assert_one_line_error(run_cli("eval", str(not_ours), "--data", str(coinrun["heldout"])),
                            "not a nextworld checkpoint")
-    _assert_one_line_error(_run_cli("frobnicate"), "unknown verb 'frobnicate'")
+    assert_one_line_error(run_cli("frobnicate"), "unknown verb 'frobnicate'")
 
 
 def test_training_on_wrong_frame_size_is_refused(tmp_path: Path, tiny_dataset: Path) -> None:
-    _assert_one_line_error(
-        _run_cli("train", "genie", "--data", str(tiny_dataset), "--out", str(tmp_path / "r"), "--steps", "1"),
+    assert_one_line_error(
+        run_cli("train", "genie", "--data", str(tiny_dataset), "--out", str(tmp_path / "r"), "--steps", "1"),
         "frames are [16, 16, 3]", "needs [64, 64, 3]")
     assert not (tmp_path / "r").exists()
 
@@ -133,8 +119,8 @@ def test_corrupt_shard_and_mismatched_checkpoint_exit_2(tmp_path: Path, coinrun:
     raw = bytearray(frames.read_bytes())
     raw[-10] ^= 0xFF
     frames.write_bytes(bytes(raw))
-    result = _run_cli("train", "genie", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "1")
-    _assert_one_line_error(result, "frames.npy: corrupt shard")
+    result = run_cli("train", "genie", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "1")
+    assert_one_line_error(result, "frames.npy: corrupt shard")
     assert not (tmp_path / "run").exists(), "a refused run must not leave a run directory"
 
     run = tmp_path / "good"
@@ -144,5 +130,5 @@ def test_corrupt_shard_and_mismatched_checkpoint_exit_2(tmp_path: Path, coinrun:
     config = json.loads(config_path.read_text())
     config["config"]["width"] = 32  # the weights were made for width 64
     config_path.write_text(json.dumps(config))
-    _assert_one_line_error(_run_cli("eval", str(run), "--data", str(coinrun["heldout"])),
+    assert_one_line_error(run_cli("eval", str(run), "--data", str(coinrun["heldout"])),
                            "model.safetensors: tensors do not match config.json")

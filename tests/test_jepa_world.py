@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,8 @@ from nextworld.models.jepa.regularizers import covariance_loss, sigreg_loss, var
 from nextworld.models.jepa.training import JEPATrainConfig, train_jepa
 from nextworld.models.jepa.world_model import JEPAWorldConfig, JEPAWorldModel
 
-REPO = Path(__file__).resolve().parents[1]
+from cli_helpers import assert_one_line_error, run_cli
+
 
 SMALL = JEPAWorldConfig(frame_shape=(16, 16, 3), widths=(8, 8), embed_dim=8, action_embed=4, predictor_hidden=16,
                         predictor_depth=1, rollout_steps=3)
@@ -134,19 +133,6 @@ def test_tiny_run_does_not_collapse_and_its_control_does(tworooms: dict[str, Pat
     assert _embedding_std(tmp_path / "plain", tworooms["heldout"]) < std / 5  # 0.0046 when written
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nextworld", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=180)
-
-
-def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("nextworld: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 def test_train_eval_plan_end_to_end(tworooms: dict[str, Path], tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert main(["train", "jepa", "--data", str(tworooms["train"]), "--out", str(run), "--steps", "20",
@@ -156,6 +142,7 @@ def test_train_eval_plan_end_to_end(tworooms: dict[str, Path], tmp_path: Path) -
     metrics = json.loads(eval_json.read_text())
     for key in ("embedding_std_mean", "effective_rank", "probe_r2_position", "probe_r2_position_k4"):
         assert np.isfinite(metrics[key]), key
+    assert main(["eval", str(run), "--data", str(tworooms["heldout"]), "--levels", "0:5"]) == 2  # a Genie option
     plan_json = tmp_path / "plan.json"
     assert main(["plan", str(run), "--env", "tworooms", "--episodes", "2", "--seed", "123", "--horizon", "4",
                  "--samples", "16", "--iterations", "1", "--max-steps", "6", "--json", str(plan_json),
@@ -177,12 +164,14 @@ def test_train_eval_plan_end_to_end(tworooms: dict[str, Path], tmp_path: Path) -
     # bad input: one line each, exit 2
     small = tmp_path / "small.png"
     Image.new("RGB", (32, 32)).save(small)
-    _assert_one_line_error(_run_cli("plan", str(run), "--env", "tworooms", "--goal", str(small)), "32x32", "64x64")
+    minigrid = "gym:MiniGrid-Empty-8x8-v0"
+    assert_one_line_error(run_cli("plan", str(run), "--env", minigrid, "--goal", str(small)), "32x32", "64x64")
+    assert_one_line_error(run_cli("plan", str(run), "--env", "tworooms", "--goal", str(small)), "--goal", "Two-Rooms")
     text = tmp_path / "goal.png"
     text.write_text("not an image")
-    _assert_one_line_error(_run_cli("plan", str(run), "--env", "tworooms", "--goal", str(text)), "not a readable image")
-    _assert_one_line_error(_run_cli("plan", str(run), "--env", "gym:NoSuchEnv-v9"), "NoSuchEnv-v9")
-    _assert_one_line_error(_run_cli("plan", str(run), "--env", "gym:MiniGrid-Empty-8x8-v0"), "action space")
-    bad_planner = _run_cli("plan", str(run), "--planner", "astar")
+    assert_one_line_error(run_cli("plan", str(run), "--env", minigrid, "--goal", str(text)), "not a readable image")
+    assert_one_line_error(run_cli("plan", str(run), "--env", "gym:NoSuchEnv-v9"), "NoSuchEnv-v9")
+    assert_one_line_error(run_cli("plan", str(run), "--env", "gym:MiniGrid-Empty-8x8-v0"), "action space")
+    bad_planner = run_cli("plan", str(run), "--planner", "astar")
     assert bad_planner.returncode == 2 and "astar" in bad_planner.stderr
-    _assert_one_line_error(_run_cli("plan", str(tmp_path / "nowhere")), "nowhere")
+    assert_one_line_error(run_cli("plan", str(tmp_path / "nowhere")), "nowhere")

@@ -142,6 +142,10 @@ def test_world_json_sampling_sets_the_defaults_and_is_checked(tiny_world: Path) 
     assert (model.sample_steps, model.temperature) == (2, 0.5)
     with pytest.raises(UserInputError, match="sample_steps 0"):
         model.set_sampling(sample_steps=0)
+    spec["sampling"] = {"sample_steps": "2"}
+    (tiny_world / "world.json").write_text(json.dumps(spec))
+    with pytest.raises(UserInputError, match="must be an integer"):
+        World.from_pretrained(tiny_world)
     spec["sampling"] = {"steps": 2}
     (tiny_world / "world.json").write_text(json.dumps(spec))
     with pytest.raises(UserInputError, match="sampling"):

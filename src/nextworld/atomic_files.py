@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -60,3 +61,19 @@ def write_safetensors_atomic(path: str | Path, tensors: dict[str, "torch.Tensor"
 
     cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     return write_atomic(path, lambda tmp: save_file(cpu, str(tmp), metadata=metadata))
+
+
+def replace_directory(staging: str | Path, target: str | Path) -> Path:
+    """Put the finished directory ``staging`` at ``target``, replacing whatever was there.
+
+    The old ``target`` is moved aside (``.NAME.old`` beside it) until the new one is in place,
+    then deleted, so at no moment is there a half-written ``target``.
+    """
+    staging, target = Path(staging), Path(target)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target

@@ -30,7 +30,7 @@ from nextworld.eval.action_map import check_labelled_fraction
 from nextworld.eval.genie_eval import CLIP_LENGTH, evaluate_genie
 from nextworld.eval.jepa_eval import evaluate_jepa_world, evaluate_video_jepa
 from nextworld.eval.tokenizer_eval import evaluate_tokenizer
-from nextworld.models.base import CONFIG_NAME, load_pretrained, read_checkpoint_config
+from nextworld.models.base import CONFIG_NAME, check_action_space, load_pretrained, read_checkpoint_config
 from nextworld.models.genie.pictures import save_reconstructions
 from nextworld.models.genie.world import WORLD_FILE
 from nextworld.play.world import load_world_model
@@ -46,7 +46,7 @@ class EvalConfig:
     """Evaluate a trained run on held-out data and write its metrics as JSON."""
 
     run: Annotated[Path, tyro.conf.Positional]
-    """Run directory (from `nextworld train`), checkpoint directory or shipped world name."""
+    """Run directory (from `nextworld train`), checkpoint directory or shipped model name."""
     data: Path
     """Held-out dataset directory (e.g. CoinRun levels >= 100,000)."""
     json: Path | None = None
@@ -97,9 +97,15 @@ def _jepa_family(run: Path) -> str | None:
 
 def evaluate_jepa(cfg: EvalConfig, family: str) -> dict[str, Any]:
     """Collapse and probe metrics of a JEPA run on ``cfg.data`` (see ``eval/jepa_eval.py``)."""
+    unused = [f"--{name.replace('_', '-')}" for name in ("levels", "temperature", "sample_steps")
+              if getattr(cfg, name) is not None]
+    if unused:
+        raise UserInputError(f"{', '.join(unused)}: Genie options; a JEPA run is probed on every episode of --data")
     device = resolve_device(cfg.device)
     model = load_pretrained(resolve_model(cfg.run), family=family).to(device).eval()
     data = EpisodeDataset(cfg.data)
+    if family == "jepa":
+        check_action_space(model.action_space, data.action_space, f"dataset {cfg.data}")
     if cfg.label not in data.label_names:
         raise UserInputError(f"{cfg.data}: no hidden label {cfg.label!r} to probe "
                              f"(it has: {', '.join(data.label_names) or 'none'})")

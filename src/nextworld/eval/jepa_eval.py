@@ -59,7 +59,8 @@ def evaluate_jepa_world(model: torch.nn.Module, data: EpisodeDataset, *, label: 
                        for chunk in frames.split(batch_frames)])  # (T, D)
         embeddings.append(z)
     fit_half, score_half = _split(len(episodes))
-    labels = [torch.from_numpy(np.asarray(ep[f"label_{label}"], np.float64)).flatten(1) for ep in episodes]
+    labels = [torch.from_numpy(np.asarray(ep[f"label_{label}"], np.float64)).reshape(len(ep["frames"]), -1)
+              for ep in episodes]
     metrics: dict[str, Any] = collapse_metrics(torch.cat(embeddings))
     probe = fit_linear_probe(torch.cat(embeddings[fit_half]), torch.cat(labels[fit_half]))
     metrics[f"probe_r2_{label}"] = r2_score(torch.cat(labels[score_half]),
@@ -96,7 +97,7 @@ def evaluate_video_jepa(model: torch.nn.Module, data: EpisodeDataset, *, label: 
         tokens = model.encode_tokens(to_model_frames(clips).to(device)).cpu()  # (clips, T', h, w, D)
         features.append(tokens.flatten(2).flatten(0, 1))  # (clips * T', h * w * D)
         y = np.asarray(ep[f"label_{label}"][:n:cfg.tubelet], np.float64)
-        labels.append(torch.from_numpy(y).flatten(1))
+        labels.append(torch.from_numpy(y).reshape(len(y), -1))
     if len(features) < 2:
         raise UserInputError(f"{data.root}: fewer than 2 episodes with {cfg.frames} frames to probe")
     fit_half, score_half = _split(len(features))

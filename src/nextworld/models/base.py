@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -82,6 +83,20 @@ class WorldModel(Protocol):
     def encode(self, frames: torch.Tensor) -> Any: ...
 
     def step(self, state: Any, action: torch.Tensor) -> tuple[Any, Prediction]: ...
+
+
+def check_action_space(model_space: gym.Space, env_space: gym.Space, env_name: str) -> None:
+    """Refuse an env (or a dataset: ``env_name`` says what it is) whose actions are not those the model was
+    trained on."""
+    same = type(model_space) is type(env_space)
+    if same and isinstance(env_space, gym.spaces.Discrete):
+        same = int(env_space.n) == int(model_space.n) and int(env_space.start) == int(model_space.start)
+    elif same and isinstance(env_space, gym.spaces.Box):
+        same = (env_space.shape == model_space.shape and np.allclose(env_space.low, model_space.low)
+                and np.allclose(env_space.high, model_space.high))
+    if not same:
+        raise UserInputError(f"{env_name}: its action space {env_space} is not the one the model was "
+                             f"trained on ({model_space})")
 
 
 # ---------------------------------------------------------------------------- registry

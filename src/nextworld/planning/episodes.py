@@ -8,7 +8,7 @@ action by rolling the model forward for all candidate sequences at once and scor
   closest a plan comes (``--over-horizon min``, Euclidean). PLDM's choice, squared distances
   summed over the horizon (``--over-horizon sum --distance squared``), prefers pressing against
   the wall to a detour through the door whenever the door is far: on Two-Rooms validation seeds
-  it reached 45-85% where ``min`` reached 95-100% (docs/jepa.md);
+  it reached 45-85% where ``min`` reached 85-100% (docs/jepa.md);
 - ``reward``: minus the predicted rewards summed over the horizon (a model with a reward head);
 - ``goal+reward``: both.
 
@@ -40,7 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nextworld.atomic_files import write_json_atomic
 from nextworld.data.frames import save_image_grid, to_model_frames
 from nextworld.errors import UserInputError
-from nextworld.models.base import load_pretrained, read_checkpoint_config
+from nextworld.models.base import check_action_space, load_pretrained, read_checkpoint_config
 from nextworld.planning.mpc import MPC, MPCConfig
 from nextworld.planning.planners import ActionSpec, PlannerConfig, make_planner
 from nextworld.train.distributed import resolve_device
@@ -103,7 +103,8 @@ class PlanConfig:
 # ---------------------------------------------------------------------------- environments
 
 
-def make_env(name: str, size: int) -> tuple[gym.Env, Callable[[gym.Env, Any], np.ndarray], float | None]:
+def make_env(name: str, size: int, max_steps: int | None = None
+             ) -> tuple[gym.Env, Callable[[gym.Env, Any], np.ndarray], float | None]:
     """The env ``name``, a function (env, observation) -> uint8 frame [size, size, 3] the model
     reads, and the largest action norm the env accepts (None: no limit beyond its box)."""
     kind, _, rest = name.partition(":")
@@ -114,25 +115,14 @@ def make_env(name: str, size: int) -> tuple[gym.Env, Callable[[gym.Env, Any], np
             raise UserInputError(f"env {name!r}: unknown Two-Rooms variant; use tworooms or tworooms:random-wall")
         if size != 64:
             raise UserInputError(f"env {name!r}: renders 64x64 frames, the model reads {size}x{size}")
-        return TwoRoomsEnv(random_wall=rest == "random-wall"), lambda env, obs: np.asarray(obs), MAX_STEP_NORM
+        budget = {} if max_steps is None else {"max_episode_steps": max_steps}
+        env = TwoRoomsEnv(random_wall=rest == "random-wall", **budget)
+        return env, lambda env, obs: np.asarray(obs), MAX_STEP_NORM
     if kind == "gym" and rest:
         from nextworld.data.sources.gym import make_rgb_env, render_frame
 
         return make_rgb_env(rest), lambda env, obs: render_frame(env, rest, size), None
     raise UserInputError(f"env {name!r}: unknown; use tworooms, tworooms:random-wall or gym:<env-id>")
-
-
-def check_action_space(model_space: gym.Space, env_space: gym.Space, env_name: str) -> None:
-    """Refuse an env whose actions are not those the model was trained on."""
-    same = type(model_space) is type(env_space)
-    if same and isinstance(env_space, gym.spaces.Discrete):
-        same = int(env_space.n) == int(model_space.n) and int(env_space.start) == int(model_space.start)
-    elif same and isinstance(env_space, gym.spaces.Box):
-        same = (env_space.shape == model_space.shape and np.allclose(env_space.low, model_space.low)
-                and np.allclose(env_space.high, model_space.high))
-    if not same:
-        raise UserInputError(f"env {env_name!r}: its action space {env_space} is not the one the model was "
-                             f"trained on ({model_space})")
 
 
 def load_goal_image(path: Path, size: int) -> np.ndarray:
@@ -224,6 +214,9 @@ def _objective(cfg: PlanConfig, has_goal: bool, has_reward: bool) -> str:
 
 
 def _check(cfg: PlanConfig) -> None:
+    if cfg.goal is not None and cfg.env.startswith("tworooms"):
+        raise UserInputError("--goal: Two-Rooms draws each episode's goal and judges success by it; "
+                             "--goal is for gym:<id> envs")
     for name in ("episodes", "horizon", "action_repeat", "samples", "iterations", "elites", "replan_every"):
         if getattr(cfg, name) < 1:
             raise UserInputError(f"{name} {getattr(cfg, name)}: must be at least 1")
@@ -247,10 +240,10 @@ def plan_episodes(cfg: PlanConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     model = load_planning_model(cfg.run, device)
     size = model.config.frame_shape[0]
-    env, to_frame, max_norm = make_env(cfg.env, size)
+    goal_frame = load_goal_image(cfg.goal, size) if cfg.goal is not None else None
+    env, to_frame, max_norm = make_env(cfg.env, size, cfg.max_steps)
     try:
-        check_action_space(model.action_space, env.action_space, cfg.env)
-        goal_frame = load_goal_image(cfg.goal, size) if cfg.goal is not None else None
+        check_action_space(model.action_space, env.action_space, f"env {cfg.env!r}")
         env_goals = goal_frame is None and hasattr(env.unwrapped, "render_goal")
         objective = _objective(cfg, goal_frame is not None or env_goals, model.reward is not None)
         spec = ActionSpec.from_gym(env.action_space, max_norm=max_norm)
@@ -286,7 +279,8 @@ def plan_episodes(cfg: PlanConfig) -> dict[str, Any]:
         "plan_calls": len(mpc.plan_seconds),
         "episodes": cfg.episodes, "seeds": [cfg.seed, cfg.seed + cfg.episodes],
         "env": cfg.env, "run": cfg.run, "objective": objective,
-        "planner": asdict(planner_cfg), "replan_every": cfg.replan_every, "first_iterations": cfg.first_iterations,
+        "planner": asdict(planner_cfg), "replan_every": cfg.replan_every,
+        "steps_per_plan": mpc.steps_per_plan, "first_iterations": cfg.first_iterations,
         "threads": torch.get_num_threads(), "device": str(device),
         "per_episode": [{"seed": cfg.seed + i, "success": r.success, "steps": r.steps} for i, r in enumerate(results)],
     }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from nextworld.errors import UserInputError
 
@@ -62,3 +64,19 @@ class TrainConfig:
             raise UserInputError(
                 f"train.batch_size {self.batch_size} must be divisible by processes x grad_accum "
                 f"= {world_size} x {self.grad_accum}")
+
+
+OVERRIDABLE = ("steps", "batch_size", "lr", "ckpt_every", "seed")
+"""TrainConfig fields a training command may set (None: keep the recipe's or the resumed run's)."""
+
+
+def with_command_options(base: TrainConfig, options: Any, resuming: bool) -> TrainConfig:
+    """``base`` (a preset's recipe, or a resumed run's saved settings) with a training command's
+    options applied: those of ``OVERRIDABLE`` that are not None, and always ``device``,
+    ``num_workers``, ``compile`` and ``progress``. A new run's seed is 0 unless given; a resumed
+    one keeps its own, so a resume continues exactly."""
+    overrides = {name: getattr(options, name) for name in OVERRIDABLE if getattr(options, name) is not None}
+    if not resuming:
+        overrides.setdefault("seed", 0)
+    return dataclasses.replace(base, device=options.device, num_workers=options.num_workers, compile=options.compile,
+                               progress=options.progress, **overrides)

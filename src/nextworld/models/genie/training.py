@@ -38,6 +38,7 @@ from nextworld.models.genie.tokenizer import VideoTokenizer
 from nextworld.models.genie.world import STAGE_FAMILIES, WORLD_FILE
 from nextworld.train import FitResult, SampleFn, TrainConfig, fit, saved_train_config, seed_everything
 from nextworld.train.checkpoint import read_state_json
+from nextworld.train.config import with_command_options
 
 STAGES = ("tokenizer", "lam", "dynamics")
 """Genie's stages in training order."""
@@ -113,12 +114,7 @@ def stage_train_config(cfg: GenieTrainConfig, stage: str, resuming: bool) -> Tra
     """The engine settings for ``stage``: the preset's for a new run, the saved run's when
     resuming (so a resume continues exactly), with the options given in ``cfg`` applied."""
     base = saved_train_config(cfg.out / stage) if resuming else RECIPES[cfg.preset][stage].train
-    overrides = {name: getattr(cfg, name) for name in ("steps", "batch_size", "lr", "ckpt_every", "seed")
-                 if getattr(cfg, name) is not None}
-    if not resuming:
-        overrides.setdefault("seed", 0)
-    return dataclasses.replace(base, device=cfg.device, num_workers=cfg.num_workers, compile=cfg.compile,
-                               progress=cfg.progress, **overrides)
+    return with_command_options(base, cfg, resuming)
 
 
 class DynamicsInputs:

@@ -86,6 +86,10 @@ def read_sampling(directory: Path) -> dict[str, Any]:
     sampling = spec.get("sampling", {}) if isinstance(spec, dict) else {}
     if not isinstance(sampling, dict) or set(sampling) - {"sample_steps", "temperature", "chosen_on"}:
         raise UserInputError(f"{path}: 'sampling' must be an object with sample_steps, temperature, chosen_on")
+    steps, temperature = sampling.get("sample_steps"), sampling.get("temperature")
+    if (steps is not None and (isinstance(steps, bool) or not isinstance(steps, int))) or \
+            (temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float)))):
+        raise UserInputError(f"{path}: sampling.sample_steps must be an integer and sampling.temperature a number")
     return {k: v for k, v in sampling.items() if k != "chosen_on"}
 
 

@@ -27,6 +27,7 @@ from nextworld.models.base import config_from_dict, read_checkpoint_config
 from nextworld.models.jepa.video_jepa import VIDEO_JEPA_PRESETS, VideoJEPA, VideoJEPAConfig
 from nextworld.models.jepa.world_model import JEPAWorldConfig, JEPAWorldModel
 from nextworld.train import FitResult, TrainConfig, fit, saved_train_config, seed_everything
+from nextworld.train.config import with_command_options
 
 WORLD_PRESETS: dict[str, JEPAWorldConfig] = {
     "tiny": JEPAWorldConfig(input_pool=2, widths=(16, 32, 32), embed_dim=64, predictor_hidden=128, predictor_depth=2,
@@ -103,12 +104,7 @@ class JEPATrainConfig:
 
 def _train_config(cfg: JEPATrainConfig, resuming: bool) -> TrainConfig:
     base = saved_train_config(cfg.out) if resuming else RECIPES[cfg.preset][cfg.model]
-    overrides = {name: getattr(cfg, name) for name in ("steps", "batch_size", "lr", "ckpt_every", "seed")
-                 if getattr(cfg, name) is not None}
-    if not resuming:
-        overrides.setdefault("seed", 0)
-    return dataclasses.replace(base, device=cfg.device, num_workers=cfg.num_workers, compile=cfg.compile,
-                               progress=cfg.progress, **overrides)
+    return with_command_options(base, cfg, resuming)
 
 
 def action_fields(space: gym.Space | None, data: Path) -> dict:

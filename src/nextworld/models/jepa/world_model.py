@@ -273,7 +273,7 @@ class JEPAWorldModel(nn.Module):
             main = F.mse_loss(pred, target[:, 1:])  # a mean over dimensions too, on the scale of VICReg's terms
             metrics["losses/prediction"] = main.detach()
             total = cfg.prediction_weight * main
-            flat = z.flatten(0, 1)  # (B*T, D)
+            flat = z.flatten(0, 1).float()  # (B*T, D); statistics in float32 even under bf16 autocast
             if cfg.regularizer == "vicreg":
                 var, cov = variance_loss(flat), covariance_loss(flat)
                 total = total + cfg.variance_weight * var + cfg.covariance_weight * cov
