@@ -215,9 +215,11 @@ def _usage() -> str:
     lines = ["usage: nextworld VERB [--help] ...", "",
              "nextworld: learn a world from video, play it, plan in it, measure it.", "", "verbs:"]
     for name, entry in VERBS.items():
-        cls = next(iter(entry.values()))[0] if isinstance(entry, dict) else entry[0]
         families = f" {{{','.join(entry)}}}" if isinstance(entry, dict) else ""
-        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        if isinstance(entry, dict):
+            summary = f"Train a model of one family ({', '.join(entry)}); see `nextworld {name} FAMILY --help`."
+        else:
+            summary = (entry[0].__doc__ or "").strip().splitlines()[0]
         lines.append(f"  {name + families:<16} {summary}")
     return "\n".join(lines)
 
