@@ -175,3 +175,14 @@ def test_train_eval_plan_end_to_end(tworooms: dict[str, Path], tmp_path: Path) -
     bad_planner = run_cli("plan", str(run), "--planner", "astar")
     assert bad_planner.returncode == 2 and "astar" in bad_planner.stderr
     assert_one_line_error(run_cli("plan", str(tmp_path / "nowhere")), "nowhere")
+
+
+def test_resume_continues_the_run_and_refuses_another_model(tworooms: dict[str, Path], tmp_path: Path,
+                                                            one_thread) -> None:
+    run = tmp_path / "run"
+    common = ["train", "jepa", "--data", str(tworooms["train"]), "--out", str(run), "--batch-size", "4",
+              "--no-progress"]
+    assert main([*common, "--steps", "3"]) == 0
+    assert main([*common, "--steps", "5", "--resume"]) == 0
+    assert json.loads((run / "training_state" / "state.json").read_text())["step"] == 5
+    assert main([*common, "--steps", "6", "--resume", "--model", "video"]) == 2  # a jepa run, not jepa-video

@@ -23,8 +23,8 @@ import numpy as np
 from nextworld.data.episodes import EpisodeDataset
 from nextworld.data.windows import WindowSpec, open_clips
 from nextworld.errors import UserInputError
-from nextworld.models.base import config_from_dict, read_checkpoint_config
-from nextworld.models.jepa.video_jepa import VIDEO_JEPA_PRESETS, VideoJEPA, VideoJEPAConfig
+from nextworld.models.base import load_pretrained
+from nextworld.models.jepa.video_jepa import VIDEO_JEPA_PRESETS, VideoJEPA
 from nextworld.models.jepa.world_model import JEPAWorldConfig, JEPAWorldModel
 from nextworld.train import FitResult, TrainConfig, fit, saved_train_config, seed_everything
 from nextworld.train.config import with_command_options
@@ -121,12 +121,13 @@ def action_fields(space: gym.Space | None, data: Path) -> dict:
     raise UserInputError(f"{data}: action space {space} is not supported (Discrete or a 1-D Box)")
 
 
-def _world_model(cfg: JEPATrainConfig, resuming: bool) -> JEPAWorldModel:
+def _model(cfg: JEPATrainConfig, resuming: bool) -> JEPAWorldModel | VideoJEPA:
+    """The model to train: a resumed run's own (its config and family, so a resume under another
+    --model is refused by name), or a new one from the preset and, for ``world``, the data's actions."""
     if resuming:
-        payload = read_checkpoint_config(cfg.out)
-        if payload["family"] != "jepa":
-            raise UserInputError(f"{cfg.out}: a {payload['family']!r} run, not a jepa world model")
-        return JEPAWorldModel(config_from_dict(JEPAWorldConfig, payload["config"], f"{cfg.out}/config.json"))
+        return load_pretrained(cfg.out, family=FAMILIES[cfg.model])
+    if cfg.model == "video":
+        return VideoJEPA(VIDEO_JEPA_PRESETS[cfg.preset])
     frame_shape = WORLD_PRESETS[cfg.preset].frame_shape
     data = EpisodeDataset(cfg.data)
     if tuple(data.meta["frame_shape"]) != tuple(frame_shape):
@@ -135,18 +136,8 @@ def _world_model(cfg: JEPATrainConfig, resuming: bool) -> JEPAWorldModel:
     fields = action_fields(data.action_space, cfg.data)
     if cfg.regularizer is not None:
         fields["regularizer"] = cfg.regularizer
-    model_cfg = dataclasses.replace(WORLD_PRESETS[cfg.preset], objective=cfg.objective,
-                                    reward_head=cfg.reward_head, **fields)
-    return JEPAWorldModel(model_cfg)
-
-
-def _video_model(cfg: JEPATrainConfig, resuming: bool) -> VideoJEPA:
-    if resuming:
-        payload = read_checkpoint_config(cfg.out)
-        if payload["family"] != "jepa-video":
-            raise UserInputError(f"{cfg.out}: a {payload['family']!r} run, not a jepa-video model")
-        return VideoJEPA(config_from_dict(VideoJEPAConfig, payload["config"], f"{cfg.out}/config.json"))
-    return VideoJEPA(VIDEO_JEPA_PRESETS[cfg.preset])
+    return JEPAWorldModel(dataclasses.replace(WORLD_PRESETS[cfg.preset], objective=cfg.objective,
+                                              reward_head=cfg.reward_head, **fields))
 
 
 def _check(cfg: JEPATrainConfig) -> None:
@@ -160,12 +151,11 @@ def train_jepa(cfg: JEPATrainConfig) -> FitResult:
     resuming = cfg.resume and cfg.out.exists()
     train_cfg = _train_config(cfg, resuming)
     seed_everything(train_cfg.seed)
+    model = _model(cfg, resuming)
     if cfg.model == "world":
-        model = _world_model(cfg, resuming)
         window = WindowSpec(length=model.config.rollout_steps + 1, stride=1)
         keys = ("frames", "actions", "rewards")
     else:
-        model = _video_model(cfg, resuming)
         window = WindowSpec(length=model.config.frames, stride=2)
         keys = ("frames",)
     clips = open_clips(cfg.data, window, levels=cfg.levels, keys=keys, frame_shape=model.config.frame_shape)
