@@ -18,6 +18,7 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
+from nextworld.agents.dreamer import DreamerTrainConfig
 from nextworld.data.sources.collect import CollectConfig
 from nextworld.data.sources.video import IngestConfig
 from nextworld.errors import UserInputError
@@ -153,6 +154,22 @@ def run_train_jepa(cfg: JEPATrainConfig) -> int:
     return 130 if result.interrupted else 0
 
 
+def run_train_dreamer(cfg: DreamerTrainConfig) -> int:
+    from nextworld.agents.dreamer import train_dreamer
+
+    result = train_dreamer(cfg)
+    evaluated = ""
+    if result.last_eval:
+        evaluated = (f"; eval success {result.last_eval['eval/success_rate']:.2f}, "
+                     f"return {result.last_eval['eval/mean_return']:.3f}")
+    console.print(f"dreamer: {result.env_steps} env steps, {result.updates} updates in {result.seconds:.0f} s"
+                  f"{evaluated} -> {result.run_dir}")
+    if result.interrupted:
+        console.print(f"interrupted; checkpoint saved. Continue with: nextworld train dreamer --env {cfg.env} "
+                      f"--out {cfg.out} --env-steps {cfg.env_steps} --preset {cfg.preset} --resume")
+    return 130 if result.interrupted else 0
+
+
 def _print_metrics(title: str, metrics: dict) -> None:
     table = Table(title=title, show_header=False)
     table.add_column(style="bold")
@@ -203,7 +220,8 @@ VERBS: dict[str, Verb | dict[str, Verb]] = {
     "collect": (CollectConfig, run_collect),
     "ingest": (IngestConfig, run_ingest),
     "info": (InfoArgs, run_info),
-    "train": {"genie": (GenieTrainConfig, run_train_genie), "jepa": (JEPATrainConfig, run_train_jepa)},
+    "train": {"genie": (GenieTrainConfig, run_train_genie), "jepa": (JEPATrainConfig, run_train_jepa),
+              "dreamer": (DreamerTrainConfig, run_train_dreamer)},
     "eval": (EvalConfig, run_eval),
     "dream": (DreamConfig, run_dream),
     "plan": (PlanConfig, run_plan),

@@ -6,6 +6,7 @@ The format is described in ``nextworld.data.episode_format``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -88,6 +89,7 @@ class EpisodeWriter:
         split: dict[str, Any] | None = None,
         shard_frames: int = 8192,
         overwrite: bool = False,
+        append: bool = False,
     ) -> None:
         """
         Args:
@@ -101,16 +103,29 @@ class EpisodeWriter:
                 ``{"by": "level", "range": [0, 10000]}`` or ``{"by": "seed", "range": [0, 200]}``.
             shard_frames: frames buffered before a shard is written.
             overwrite: replace an existing dataset at ``root`` once this one is complete.
+            append: add episodes to the dataset at ``root`` (created when absent), which must have
+                the same frame shape, action space and labels. New shards are written into it
+                one at a time, and meta.json, which lists them, is replaced on close: a crash
+                leaves the dataset as it was (unlisted shards are overwritten by the next append).
         """
         self.root = Path(root)
-        check_output(self.root, overwrite)
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = self.root.parent / f".{self.root.name}.partial-{uuid.uuid4().hex[:8]}"
-        (self.staging / "shards").mkdir(parents=True)
         self.frame_shape = tuple(int(s) for s in frame_shape)
         self.action_space = action_space
         self.label_specs = dict(labels or {})
         self.shard_frames = shard_frames
+        self._appending = append and (self.root / META_NAME).is_file()
+        self._written: list[Path] = []
+        if self._appending:
+            self.staging = self.root
+            self.meta = self._existing_meta()
+            self._buffer: list[Episode] = []
+            self._buffered_frames = 0
+            self._closed = False
+            return
+        check_output(self.root, overwrite)
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = self.root.parent / f".{self.root.name}.partial-{uuid.uuid4().hex[:8]}"
+        (self.staging / "shards").mkdir(parents=True)
         self.meta: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "fps": float(fps),
@@ -127,6 +142,21 @@ class EpisodeWriter:
         self._buffer: list[Episode] = []
         self._buffered_frames = 0
         self._closed = False
+
+    def _existing_meta(self) -> dict[str, Any]:
+        """The meta.json of the dataset appended to, checked to hold episodes like the new ones."""
+        path = self.root / META_NAME
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserInputError(f"{path}: cannot append, not readable JSON ({e})") from None
+        wanted = {"schema_version": SCHEMA_VERSION, "frame_shape": list(self.frame_shape),
+                  "action_space": space_to_json(self.action_space),
+                  "labels": {k: {"shape": list(s), "dtype": d} for k, (s, d) in self.label_specs.items()}}
+        for key, value in wanted.items():
+            if not isinstance(meta, dict) or meta.get(key) != value:
+                raise UserInputError(f"{path}: cannot append, its {key} is not that of the new episodes ({value})")
+        return meta
 
     def __enter__(self) -> "EpisodeWriter":
         return self
@@ -181,7 +211,10 @@ class EpisodeWriter:
         index = len(self.meta["shards"])
         name = f"{index:06d}"
         shard_dir = self.staging / "shards" / name
-        shard_dir.mkdir()
+        if self._appending and shard_dir.exists():
+            shutil.rmtree(shard_dir)  # left by a crashed append: meta.json never listed it
+        shard_dir.mkdir(parents=True)
+        self._written.append(shard_dir)
         columns: dict[str, tuple[list[np.ndarray], np.dtype]] = {"frames": ([e.frames for e in eps], np.dtype(np.uint8))}
         if self.action_space is not None:
             dtype = np.int64 if isinstance(self.action_space, gym.spaces.Discrete) else np.float32
@@ -212,6 +245,9 @@ class EpisodeWriter:
         if self._buffer:
             self._write_shard()
         write_json_atomic(self.staging / META_NAME, self.meta)
+        if self._appending:
+            self._closed = True
+            return
         old = None
         if self.root.exists():
             old = self.root.parent / f".{self.root.name}.old-{uuid.uuid4().hex[:8]}"
@@ -223,5 +259,9 @@ class EpisodeWriter:
 
     def abort(self) -> None:
         """Throw away everything written; ``root`` stays as it was."""
-        shutil.rmtree(self.staging, ignore_errors=True)
+        if self._appending:
+            for shard_dir in self._written:
+                shutil.rmtree(shard_dir, ignore_errors=True)
+        else:
+            shutil.rmtree(self.staging, ignore_errors=True)
         self._closed = True

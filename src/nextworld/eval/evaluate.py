@@ -1,7 +1,10 @@
 """`nextworld eval`: measure a trained run on held-out data and write the metrics as JSON.
 
 A JEPA run (families ``jepa`` and ``jepa-video``) gives collapse and linear-probe metrics
-(``eval/jepa_eval.py``); planning success is measured by `nextworld plan`.
+(``eval/jepa_eval.py``); planning success is measured by `nextworld plan`. A Dreamer run is
+played in ``--env`` (``agents/dreamer.evaluate_agent``): ``mean_return``, ``success_rate``,
+``random_mean_return`` (a uniform random policy on the same seeds), ``env_steps`` and
+``env_steps_per_second`` (of its training).
 
 The run decides what is measured (DESIGN.md, "Metric definitions"). A playable Genie world
 (a run directory with ``world.json``, or a shipped world's name) gives the tokenizer's
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -47,8 +50,16 @@ class EvalConfig:
 
     run: Annotated[Path, tyro.conf.Positional]
     """Run directory (from `nextworld train`), checkpoint directory or shipped model name."""
-    data: Path
-    """Held-out dataset directory (e.g. CoinRun levels >= 100,000)."""
+    data: Path | None = None
+    """Held-out dataset directory (e.g. CoinRun levels >= 100,000); Genie and JEPA runs."""
+    env: str | None = None
+    """Dreamer runs: the env to play (gym:<env-id>, coinrun or procgen:<game>)."""
+    episodes: int = 20
+    """Dreamer runs: episodes to play, with the agent and with a uniform random policy on the same seeds."""
+    env_seed: int = 100_000
+    """Dreamer runs: episode i uses seed (Procgen: level) env_seed + i; keep it off the training seeds."""
+    policy: Literal["sample", "mode"] = "sample"
+    """Dreamer runs: sample the actor's actions (as in training) or take the most likely one."""
     json: Path | None = None
     """Write the metrics here (and pictures of reconstructions and rollouts beside it)."""
     levels: str | None = None
@@ -81,8 +92,9 @@ JEPA_FAMILIES = ("jepa", "jepa-video")
 """Families evaluated by probes of their representations (``eval/jepa_eval.py``)."""
 
 
-def _jepa_family(run: Path) -> str | None:
-    """The family of ``run`` when it is a JEPA checkpoint (a directory or a shipped model's name), else None."""
+def _family(run: Path) -> str | None:
+    """The family of the checkpoint ``run`` (a directory or a shipped model's name) when it has one
+    config.json (JEPA, Dreamer), else None (a Genie run or world)."""
     if run.is_dir() and not (run / CONFIG_NAME).is_file():
         return None
     try:
@@ -92,7 +104,25 @@ def _jepa_family(run: Path) -> str | None:
     if not (directory / CONFIG_NAME).is_file():
         return None
     family = read_checkpoint_config(directory)["family"]
-    return family if family in JEPA_FAMILIES else None
+    return family if family in (*JEPA_FAMILIES, "dreamer") else None
+
+
+def evaluate_dreamer(cfg: EvalConfig) -> dict[str, Any]:
+    """A Dreamer agent played in ``cfg.env`` (``agents/dreamer.evaluate_agent``)."""
+    from nextworld.agents.dreamer import evaluate_agent
+
+    if cfg.env is None:
+        raise UserInputError(f"{cfg.run}: a Dreamer run is evaluated in an env; pass --env (e.g. gym:MiniGrid-Empty-8x8-v0)")
+    if cfg.data is not None:
+        raise UserInputError("--data: a Dreamer run is evaluated by playing --env, not on a dataset")
+    if cfg.episodes < 1:
+        raise UserInputError(f"episodes {cfg.episodes}: must be at least 1")
+    metrics = evaluate_agent(cfg.run, cfg.env, cfg.episodes, cfg.env_seed, mode=cfg.policy == "mode",
+                             device=cfg.device)
+    metrics["run"] = str(cfg.run)
+    if cfg.json is not None:
+        write_json_atomic(cfg.json, metrics)
+    return metrics
 
 
 def evaluate_jepa(cfg: EvalConfig, family: str) -> dict[str, Any]:
@@ -152,7 +182,13 @@ def _check(cfg: EvalConfig) -> None:
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Measure ``cfg.run`` on ``cfg.data``; returns the metrics (also written to ``cfg.json``)."""
     _check(cfg)
-    family = _jepa_family(cfg.run)
+    family = _family(cfg.run)
+    if family == "dreamer":
+        return evaluate_dreamer(cfg)
+    if cfg.env is not None:
+        raise UserInputError(f"--env: only Dreamer runs are evaluated in an env; {cfg.run} is evaluated on --data")
+    if cfg.data is None:
+        raise UserInputError(f"{cfg.run}: pass --data, a held-out dataset directory")
     if family is not None:
         return evaluate_jepa(cfg, family)
     device = resolve_device(cfg.device)

@@ -46,8 +46,9 @@ from nextworld.planning.planners import ActionSpec, PlannerConfig, make_planner
 from nextworld.train.distributed import resolve_device
 from nextworld.zoo import resolve_model
 
-PLANNING_FAMILIES = ("jepa",)
-"""Families whose models can be planned in (``encode`` + ``rollout``, and ``predict_reward`` when they have a head)."""
+PLANNING_FAMILIES = ("jepa", "dreamer")
+"""Families whose models can be planned in: ``encode`` and ``step`` (the WorldModel face), a ``reward``
+head (None when absent) and ``config.frame_shape``."""
 
 
 @dataclass

@@ -26,8 +26,15 @@ from nextworld.models.genie.world import WORLD_FILE, GenieWorld
 from nextworld.train.distributed import resolve_device
 from nextworld.zoo import resolve_world
 
+def _dreamer_world(directory: Path, device: torch.device) -> Any:
+    from nextworld.models.base import load_pretrained
+
+    return load_pretrained(directory, "dreamer", map_location=device).world_model.eval()
+
+
 WORLD_LOADERS: dict[str, Callable[[Path, torch.device], Any]] = {
     "genie": lambda directory, device: GenieWorld.from_run(directory, map_location=device),
+    "dreamer": _dreamer_world,
 }
 """``world.json``'s family -> how to load that kind of world."""
 
