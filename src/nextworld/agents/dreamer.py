@@ -14,6 +14,7 @@ Run directory::
     training_state/                  optimizer, generators, counters (see train/checkpoint.py)
     replay/                          every completed episode, an episode dataset (the shared format)
     metrics.jsonl, tb/               losses per update window and evaluations, by env step
+    curve.png                        the evaluations so far: success rate and mean return by env step
 
 ``--resume`` reloads the agent, the optimizer and the replay, and goes on from the saved env
 step. The episode running at the checkpoint is not in the replay and the env starts a new
@@ -40,6 +41,7 @@ from nextworld.atomic_files import write_json_atomic
 from nextworld.data.episode_format import parse_range, space_to_json
 from nextworld.data.replay import Replay
 from nextworld.errors import UserInputError
+from nextworld.eval.curves import save_curves
 from nextworld.models.base import config_to_dict, load_pretrained, read_checkpoint_config, save_pretrained
 from nextworld.models.dreamer import DreamerAgent, DreamerConfig
 from nextworld.train.checkpoint import STATE_DIR, TrainingState, load_optimizer_state, load_training_state, recover, \
@@ -61,7 +63,7 @@ class DreamerRecipe:
     """Sequences per update."""
     seq_len: int = 32
     """Steps per replayed sequence."""
-    train_ratio: float = 32.0
+    train_ratio: float = 64.0
     """Replayed steps per env step (updates happen every batch_size * seq_len / train_ratio env steps)."""
     prefill: int = 1000
     """Env steps of a uniform random policy before the first update."""
@@ -80,7 +82,7 @@ class DreamerRecipe:
 
 PRESETS: dict[str, tuple[DreamerConfig, DreamerRecipe]] = {
     "tiny": (DreamerConfig(), DreamerRecipe()),
-    "small": (DreamerConfig(depth=32, deter=512, hidden=512, units=512), DreamerRecipe(seq_len=64, train_ratio=128.0)),
+    "small": (DreamerConfig(depth=32, deter=512, hidden=512, units=512), DreamerRecipe(seq_len=64, train_ratio=256.0)),
 }
 """``tiny``: for 2 CPU cores (the sizes of DreamerConfig's defaults); ``small``: DreamerV3's S size
 (depth 32, 512 units) for a GPU."""
@@ -338,6 +340,7 @@ def _train(cfg: DreamerTrainConfig, env: PixelEnv, eval_env: PixelEnv | None, st
     with StopSignals() as stop, \
             MetricsLog(run_dir, resumed_step=resumed_at if cfg.resume else None, enabled=True) as log, \
             _progress(cfg, resumed_at) as (bar, task):
+        curve = _read_curve(run_dir / "metrics.jsonl")  # after MetricsLog dropped what followed the checkpoint
         if not cfg.resume:
             checkpoint({})
         frame = env.reset(derive_seed(cfg.seed, 4, counters["episodes"]) % 2**31)
@@ -375,6 +378,11 @@ def _train(cfg: DreamerTrainConfig, env: PixelEnv, eval_env: PixelEnv | None, st
             if eval_env is not None and (step % cfg.eval_every == 0 or (finished and not stop.requested)):
                 last_eval = evaluate_now()
                 record.update(last_eval)
+                curve.append((step, last_eval["eval/success_rate"], last_eval["eval/mean_return"]))
+                save_curves({"eval success rate": [(x, s) for x, s, _ in curve],
+                             "eval mean return": [(x, r) for x, _, r in curve]}, run_dir / "curve.png",
+                            title=f"dreamer on {cfg.env}: evaluation ({cfg.eval_episodes} episodes, seeds "
+                                  f"{cfg.eval_seed}+)", x_label="env steps")
             if step % cfg.log_every == 0 or finished or record:
                 if window:
                     record.update({k: float(np.mean([w[k] for w in window if k in w])) for k in window[-1]})
@@ -392,6 +400,20 @@ def _train(cfg: DreamerTrainConfig, env: PixelEnv, eval_env: PixelEnv | None, st
     return DreamerResult(env_steps=counters["env_steps"], updates=counters["updates"],
                          seconds=time.perf_counter() - started, interrupted=interrupted, run_dir=run_dir,
                          last_eval=last_eval)
+
+
+def _read_curve(path: Path) -> list[tuple[int, float, float]]:
+    """(env step, eval success rate, eval mean return) of the evaluations logged so far."""
+    curve = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "eval/success_rate" in record:
+                curve.append((int(record["step"]), record["eval/success_rate"], record["eval/mean_return"]))
+    return curve
 
 
 def _bar_info(recent: list[dict[str, Any]], last_eval: dict[str, float], counters: dict[str, Any]) -> str:

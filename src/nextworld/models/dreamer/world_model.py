@@ -47,11 +47,11 @@ class DreamerConfig:
     """Side of the square frames."""
     channels: int = 3
     """Colour channels."""
-    depth: int = 16
+    depth: int = 8
     """Channels of the first encoder convolution; each further stage doubles them."""
-    deter: int = 256
+    deter: int = 128
     """Size of the GRU's deterministic state h."""
-    hidden: int = 256
+    hidden: int = 128
     """Width of the RSSM's MLPs."""
     stoch: int = 32
     """Categorical variables in the stochastic state z."""
@@ -59,7 +59,7 @@ class DreamerConfig:
     """Classes per categorical variable."""
     unimix: float = 0.01
     """Share of a uniform distribution mixed into every categorical (latents and discrete actions)."""
-    units: int = 256
+    units: int = 128
     """Width of the reward, continuation, actor and critic MLPs."""
     layers: int = 2
     """Hidden layers of those MLPs."""
