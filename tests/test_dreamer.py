@@ -14,6 +14,7 @@ from nextworld.agents.dreamer import DreamerTrainConfig, evaluate_agent, train_d
 from nextworld.cli import main
 from nextworld.data.episodes import EpisodeDataset
 from nextworld.data.replay import Replay, episode_to_steps, steps_to_episode
+from nextworld.errors import UserInputError
 from nextworld.models.base import load_pretrained
 from nextworld.models.dreamer import DreamerAgent, DreamerConfig
 from nextworld.models.dreamer.behavior import lambda_returns
@@ -217,6 +218,18 @@ def test_tiny_online_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     world = World.from_pretrained(run)
     frame = world.reset(np.zeros((64, 64, 3), np.uint8))
     assert world.step(2).shape == frame.shape == (64, 64, 3)
+    # dream: its atlas over the real actions, and a replayed clip beside its regeneration under the recorded actions
+    from nextworld.play.dream import DreamConfig, dream
+
+    atlas = dream(DreamConfig(run=str(run), out=tmp_path / "atlas.png", prompt=f"{run}/replay:0:0", atlas=True,
+                              atlas_steps=1))
+    assert atlas.is_file()
+    clip = dream(DreamConfig(run=str(run), out=tmp_path / "sbs.gif", prompt=f"{run}/replay:0:0", side_by_side=True,
+                             frames=4))
+    assert clip.is_file()
+    with pytest.raises(UserInputError, match="no such sampling settings"):
+        dream(DreamConfig(run=str(run), out=tmp_path / "x.gif", prompt=f"{run}/replay:0:0", actions="1",
+                          temperature=0.5))
 
 
 def test_bad_envs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -27,6 +27,7 @@ from nextworld.models.genie.training import GenieTrainConfig
 from nextworld.models.jepa.training import JEPATrainConfig
 from nextworld.planning.episodes import PlanConfig
 from nextworld.play.dream import DreamConfig
+from nextworld.play.server import ServeConfig
 
 console = Console(soft_wrap=True)  # never break a path across lines
 
@@ -175,6 +176,8 @@ def _print_metrics(title: str, metrics: dict) -> None:
     table.add_column(style="bold")
     table.add_column()
     for key, value in metrics.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            continue  # per-episode records: in the JSON, too long for a table
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
 
@@ -212,6 +215,17 @@ def run_plan(cfg: PlanConfig) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- serve
+
+
+def run_serve(cfg: ServeConfig) -> int:
+    from nextworld.play.server import serve
+
+    serve(cfg, on_ready=lambda url: console.print(f"playing {cfg.run} at {url} (Ctrl-C stops)",
+                                                  markup=False, highlight=False))
+    return 0
+
+
 # ---------------------------------------------------------------------------- dispatch
 
 Verb = tuple[type, Callable[..., int]]
@@ -225,6 +239,7 @@ VERBS: dict[str, Verb | dict[str, Verb]] = {
     "eval": (EvalConfig, run_eval),
     "dream": (DreamConfig, run_dream),
     "plan": (PlanConfig, run_plan),
+    "serve": (ServeConfig, run_serve),
 }
 """verb -> (arguments dataclass, runner), or for verbs per model family, family -> that."""
 

@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 from nextworld.atomic_files import write_atomic
 from nextworld.data.frames import to_model_frames
 from nextworld.errors import UserInputError
-from nextworld.play.prompts import load_clip, load_prompt, parse_dataset_spec
+from nextworld.play.prompts import load_clip, load_clip_actions, load_prompt, parse_dataset_spec
 from nextworld.play.world import World
 
 VIDEO_EXTENSIONS = (".gif", ".mp4")
@@ -44,7 +44,7 @@ class DreamConfig:
     """Dream a video from a world and a prompt; or draw an atlas of its latent actions, or real beside dreamed."""
 
     run: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")]
-    """A trained Genie run directory or a shipped world's name."""
+    """A playable run directory (Genie, or Dreamer with its real actions) or a shipped world's name."""
     out: Path
     """File to write: .gif or .mp4 (a dream, or --side-by-side), .png (--atlas)."""
     prompt: str | None = None
@@ -119,8 +119,8 @@ def _vcat(images: list[np.ndarray], gap: int = GAP) -> np.ndarray:
     return np.concatenate([part for image in images for part in (space, image)][1:], axis=0)
 
 
-def _captioned(frame: np.ndarray, text: str, scale: int) -> np.ndarray:
-    """A frame upscaled, with ``text`` on a strip beneath it."""
+def captioned(frame: np.ndarray, text: str, scale: int) -> np.ndarray:
+    """A frame upscaled, with ``text`` on a strip beneath it (a dream's or a played session's video frame)."""
     big = _upscale(frame, scale)
     return _vcat([big, _label(text, big.shape[1])], gap=0)
 
@@ -150,34 +150,42 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> Path:
 
 
 def _dream(world: World, prompt: np.ndarray, actions: list[int], cfg: DreamConfig) -> list[np.ndarray]:
-    frames = [_captioned(world.reset(prompt, seed=cfg.seed), "t=0 prompt", cfg.scale)]
+    frames = [captioned(world.reset(prompt, seed=cfg.seed), "t=0 prompt", cfg.scale)]
     for t, a in enumerate(actions, start=1):
-        frames.append(_captioned(world.step(a), f"t={t} a={a}", cfg.scale))
+        frames.append(captioned(world.step(a), f"t={t} a={a}", cfg.scale))
     return frames
 
 
-def _atlas(world: World, prompts: list[np.ndarray], cfg: DreamConfig) -> np.ndarray:
+def draw_atlas(world: World, prompts: list[np.ndarray], steps: int, seed: int, scale: int) -> np.ndarray:
+    """What each action does: one row per prompt (the prompt, then each action repeated ``steps``
+    times from a fresh reset of it), under a header of labels; uint8 [H, W, 3]. Resets ``world``."""
     rows = []
     for prompt in prompts:
-        row = [world.reset(prompt, seed=cfg.seed)]
+        row = [world.reset(prompt, seed=seed)]
         for action in range(world.num_actions):
-            world.reset(prompt, seed=cfg.seed)
-            for _ in range(cfg.atlas_steps):
+            world.reset(prompt, seed=seed)
+            for _ in range(steps):
                 frame = world.step(action)
             row.append(frame)
-        rows.append(_hcat([_upscale(f, cfg.scale) for f in row]))
-    width = world.frame_shape[1] * cfg.scale
+        rows.append(_hcat([_upscale(f, scale) for f in row]))
+    width = world.frame_shape[1] * scale
     header = _hcat([_label(text, width) for text in ["prompt"] + [f"action {a}" for a in range(world.num_actions)]])
     return _vcat([header, *rows])
 
 
-def _side_by_side(world: World, clip: np.ndarray, cfg: DreamConfig) -> list[np.ndarray]:
-    """clip: uint8 [T, H, W, 3] -> T frames, real | dreamed."""
-    x = to_model_frames(torch.from_numpy(clip).to(world.model.device))[None]  # (1, T, C, H, W)
-    actions = world.model.infer_actions(x)[0].tolist()  # T-1 latent actions
+def _side_by_side(world: World, clip: np.ndarray, recorded: np.ndarray | None, cfg: DreamConfig) -> list[np.ndarray]:
+    """clip: uint8 [T, H, W, 3] -> T frames, real | dreamed. A world with latent actions (Genie) dreams
+    under those it infers from the clip; any other under the clip's ``recorded`` actions [T]."""
+    if hasattr(world.model, "infer_actions"):
+        x = to_model_frames(torch.from_numpy(clip).to(world.model.device))[None]  # (1, T, C, H, W)
+        actions = world.model.infer_actions(x)[0].tolist()  # T-1 latent actions
+    elif recorded is not None:
+        actions = [int(a) for a in recorded[:-1]]
+    else:
+        raise UserInputError("--side-by-side: the dataset records no actions, and this world infers none")
     dreamed = [world.reset(clip[:1], seed=cfg.seed)] + [world.step(a) for a in actions]
-    return [_hcat([_captioned(real, f"real t={t}", cfg.scale),
-                   _captioned(fake, f"dreamed a={actions[t - 1]}" if t else "dreamed", cfg.scale)])
+    return [_hcat([captioned(real, f"real t={t}", cfg.scale),
+                   captioned(fake, f"dreamed a={actions[t - 1]}" if t else "dreamed", cfg.scale)])
             for t, (real, fake) in enumerate(zip(clip, dreamed))]
 
 
@@ -212,12 +220,18 @@ def dream(cfg: DreamConfig) -> Path:
     """Write the dream, atlas or side-by-side video that ``cfg`` asks for; returns its path."""
     specs = _check(cfg)
     world = World.from_pretrained(cfg.run, cfg.device, seed=cfg.seed)
-    world.model.set_sampling(cfg.maskgit_steps, cfg.temperature)
+    if hasattr(world.model, "set_sampling"):
+        world.model.set_sampling(cfg.maskgit_steps, cfg.temperature)
+    elif cfg.maskgit_steps is not None or cfg.temperature is not None:
+        raise UserInputError(f"--maskgit-steps / --temperature: {cfg.run} has no such sampling settings (a Genie world has)")
     if cfg.side_by_side:
-        clip = load_clip(*parse_dataset_spec(specs[0]), cfg.frames, frame_shape=world.frame_shape)  # (T, H, W, 3)
-        return write_video(Path(cfg.out), _side_by_side(world, clip, cfg), cfg.fps)
+        spec = parse_dataset_spec(specs[0])
+        clip = load_clip(*spec, cfg.frames, frame_shape=world.frame_shape)  # (T, H, W, 3)
+        recorded = None if hasattr(world.model, "infer_actions") else load_clip_actions(*spec, cfg.frames)
+        return write_video(Path(cfg.out), _side_by_side(world, clip, recorded, cfg), cfg.fps)
     if cfg.atlas:
-        grid = _atlas(world, [load_prompt(s, world.frame_shape) for s in specs], cfg)
+        grid = draw_atlas(world, [load_prompt(s, world.frame_shape) for s in specs], cfg.atlas_steps,
+                          cfg.seed, cfg.scale)
         return write_atomic(cfg.out, lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"))
     actions = parse_actions(cfg.actions, world.num_actions)
     return write_video(Path(cfg.out), _dream(world, load_prompt(specs[0], world.frame_shape), actions, cfg), cfg.fps)

@@ -69,6 +69,15 @@ def load_clip(dataset_dir: str | Path, episode: int, start: int, length: int, *,
     return ds.read(episode, start, start + length, keys=("frames",))["frames"]
 
 
+def load_clip_actions(dataset_dir: str | Path, episode: int, start: int, length: int) -> np.ndarray | None:
+    """The recorded actions of the clip :func:`load_clip` reads (row t: the action after frame t), or None
+    for action-free data."""
+    ds = EpisodeDataset(dataset_dir)
+    if ds.action_space is None:
+        return None
+    return ds.read(episode, start, start + length, keys=("actions",))["actions"]
+
+
 def load_image(path: Path, size: int) -> np.ndarray:
     """A picture file as a square frame, uint8 [size, size, 3] (see the module docstring)."""
     nbytes = path.stat().st_size
