@@ -523,3 +523,26 @@ def test_nextworld_serve_end_to_end_and_its_mistakes(world_dir: Path, capsys: py
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_dreamer_run_is_served_like_any_world(tmp_path: Path) -> None:
+    from nextworld.models.base import save_pretrained
+    from nextworld.models.dreamer import DreamerAgent, DreamerConfig
+
+    run = tmp_path / "dreamer"
+    cfg = DreamerConfig(depth=4, deter=16, hidden=16, stoch=4, classes=4, units=16, layers=1, num_bins=15,
+                        frame_size=16, action_space={"type": "discrete", "n": 3})
+    save_pretrained(DreamerAgent(cfg), run, "dreamer")
+    (run / "world.json").write_text(json.dumps({"format": "nextworld-world", "family": "dreamer"}))
+    (run / "controls.json").write_text(json.dumps({"ArrowLeft": 0, "ArrowRight": 1, "ArrowUp": 2}))
+    with client(run) as c, c.websocket_connect("/ws") as ws:
+        session = receive(ws, "hello")
+        assert session["world"]["sampling"] is None and session["world"]["actions"] == 3
+        c.post(f"/api/sessions/{session['session']}/prompt", content=png(np.full((16, 16, 3), 90, np.uint8)))
+        ws.send_json({"type": "reset", "prompt": {"source": "upload"}})
+        first = receive(ws, "frame")
+        ws.send_json({"type": "action", "action": 2})
+        second = receive(ws, "frame")
+        assert second["step"] == 1 and pixels(second).shape == pixels(first).shape == (16, 16, 3)
+        ws.send_json({"type": "action", "action": 3})
+        assert "action 3" in receive(ws, "error")["message"]
