@@ -77,3 +77,13 @@ def replace_directory(staging: str | Path, target: str | Path) -> Path:
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file's content; a file that is not valid JSON is a UserInputError naming it."""
+    from nextworld.errors import UserInputError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserInputError(f"{path}: not valid JSON ({e})") from None

@@ -12,9 +12,9 @@ action indices of the world. A world without the file is played with number keys
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from nextworld.atomic_files import read_json
 from nextworld.errors import UserInputError
 
 CONTROLS_FILE = "controls.json"
@@ -27,10 +27,7 @@ def read_key_map(directory: str | Path, num_actions: int) -> dict[str, int]:
     path = Path(directory) / CONTROLS_FILE
     if not path.is_file():
         return {}
-    try:
-        spec = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserInputError(f"{path}: not valid JSON ({e})") from None
+    spec = read_json(path)
     expected = f"an object mapping keys ({', '.join(MAPPABLE_KEYS)}) to actions 0..{num_actions - 1}"
     if not isinstance(spec, dict):
         raise UserInputError(f"{path}: expected {expected}")

@@ -12,7 +12,6 @@ web player all play through it. Sampling draws from the world's own generator, s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 
 from nextworld.data.frames import fit_square, on_white, to_model_frames, to_stored_frames
+from nextworld.atomic_files import read_json
 from nextworld.errors import UserInputError
 from nextworld.models.genie.world import WORLD_FILE, GenieWorld
 from nextworld.train.distributed import resolve_device
@@ -46,10 +46,7 @@ def load_world_model(name_or_dir: str | Path, device: str = "cpu", *, allow_path
     if not path.is_file():
         # a Genie run whose dynamics stage has not been trained has no world.json
         raise UserInputError(f"{directory}: not a playable world (no {WORLD_FILE}); train every stage first")
-    try:
-        spec = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserInputError(f"{path}: not valid JSON ({e})") from None
+    spec = read_json(path)
     family = spec.get("family") if isinstance(spec, dict) else None
     if family not in WORLD_LOADERS:
         raise UserInputError(f"{path}: unknown world family {family!r}; known: {', '.join(WORLD_LOADERS)}")

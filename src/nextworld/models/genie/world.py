@@ -24,7 +24,6 @@ once (``encode`` the prompt again to branch).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
+from nextworld.atomic_files import read_json
 from nextworld.errors import UserInputError
 from nextworld.models.base import Prediction, load_pretrained
 from nextworld.models.genie.dynamics import GenieDynamics
@@ -79,10 +79,7 @@ def read_sampling(directory: Path) -> dict[str, Any]:
     path = Path(directory) / WORLD_FILE
     if not path.is_file():
         return {}
-    try:
-        spec = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserInputError(f"{path}: not valid JSON ({e})") from None
+    spec = read_json(path)
     sampling = spec.get("sampling", {}) if isinstance(spec, dict) else {}
     if not isinstance(sampling, dict) or set(sampling) - {"sample_steps", "temperature", "chosen_on"}:
         raise UserInputError(f"{path}: 'sampling' must be an object with sample_steps, temperature, chosen_on")
