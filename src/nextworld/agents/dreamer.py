@@ -190,9 +190,12 @@ def _to_env(action: torch.Tensor) -> Any:
 
 
 def summarise(results: list[dict[str, Any]], prefix: str = "") -> dict[str, float]:
-    returns = [r["return"] for r in results]
-    return {f"{prefix}mean_return": float(np.mean(returns)), f"{prefix}success_rate":
-            float(np.mean([r["success"] for r in results])), f"{prefix}mean_length": float(np.mean([r["length"] for r in results]))}
+    """Mean return (and its standard error over episodes), success rate and mean length."""
+    returns = np.asarray([r["return"] for r in results], np.float64)
+    stderr = float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0
+    return {f"{prefix}mean_return": float(returns.mean()), f"{prefix}return_stderr": stderr,
+            f"{prefix}success_rate": float(np.mean([r["success"] for r in results])),
+            f"{prefix}mean_length": float(np.mean([r["length"] for r in results]))}
 
 
 # ---------------------------------------------------------------------------- training
@@ -472,8 +475,10 @@ def evaluate_agent(run: str | Path, env_name: str, episodes: int, seed: int, *, 
     counters = payload.get("counters", {})
     env_steps = int(counters.get("env_steps", 0))
     seconds = float(counters.get("seconds", 0.0))
-    out = {**summarise(learned), "random_mean_return": summarise(rand)["mean_return"],
-           "random_success_rate": summarise(rand)["success_rate"], "env_steps": env_steps,
+    baseline = summarise(rand)
+    out = {**summarise(learned), "random_mean_return": baseline["mean_return"],
+           "random_return_stderr": baseline["return_stderr"], "random_success_rate": baseline["success_rate"],
+           "env_steps": env_steps,
            "env_steps_per_second": env_steps / seconds if seconds > 0 else 0.0,
            "training_minutes": seconds / 60, "episodes": episodes, "seed": seed, "env": env_name,
            "policy": "mode" if mode else "sample", "per_episode": learned, "random_per_episode": rand}
