@@ -546,3 +546,12 @@ def test_a_dreamer_run_is_served_like_any_world(tmp_path: Path) -> None:
         assert second["step"] == 1 and pixels(second).shape == pixels(first).shape == (16, 16, 3)
         ws.send_json({"type": "action", "action": 3})
         assert "action 3" in receive(ws, "error")["message"]
+
+
+def test_keys_come_from_a_fitted_latent_to_real_action_map() -> None:
+    from nextworld.play.controls import PROCGEN_KEY_ACTIONS, controls_from_action_map
+
+    # latent 2 -> RIGHT (7), latent 0 -> RIGHT+UP (8), latent 1 -> LEFT+DOWN (0), latent 3 -> a no-op key (9)
+    controls = controls_from_action_map([8, 0, 7, 9], PROCGEN_KEY_ACTIONS)
+    assert controls == {"ArrowRight": 2, "ArrowLeft": 1, "ArrowUp": 0, "ArrowDown": 1, "Space": 0}
+    assert controls_from_action_map([9, 9], PROCGEN_KEY_ACTIONS) == {}  # nothing maps to a key's meaning

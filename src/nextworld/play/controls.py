@@ -37,3 +37,24 @@ def read_key_map(directory: str | Path, num_actions: int) -> dict[str, int]:
         if isinstance(action, bool) or not isinstance(action, int) or not 0 <= action < num_actions:
             raise UserInputError(f"{path}: {key} -> {action!r} is not one of the world's actions 0..{num_actions - 1}")
     return dict(spec)
+
+
+PROCGEN_KEY_ACTIONS: dict[str, tuple[int, ...]] = {
+    "ArrowLeft": (1, 0, 2), "ArrowRight": (7, 8, 6), "ArrowUp": (5, 2, 8), "ArrowDown": (3, 0, 6), "Space": (5, 8, 2),
+}
+"""What each key means in Procgen's 15 actions, best first: 0-8 are the 3x3 grid of (left, none,
+right) x (down, none, up), so LEFT is 1, RIGHT 7, UP 5, DOWN 3 and the diagonals the corners."""
+
+
+def controls_from_action_map(action_map: list[int], key_actions: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """Keys for a world whose latent actions were mapped to real ones (``action_map[latent] = real``,
+    as ``nextworld eval`` fits it): each key gets the first latent action whose real action is the
+    key's meaning, trying the meanings best first; a key no latent action means stays unmapped."""
+    controls = {}
+    for key, meanings in key_actions.items():
+        for real in meanings:
+            latents = [latent for latent, mapped in enumerate(action_map) if mapped == real]
+            if latents:
+                controls[key] = latents[0]
+                break
+    return controls
