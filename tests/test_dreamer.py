@@ -199,7 +199,8 @@ def test_tiny_online_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     agent = load_pretrained(run, "dreamer")
     assert isinstance(agent, DreamerAgent)
     # resume goes on from the checkpoint, with the replay reloaded
-    more = train_dreamer(DreamerTrainConfig(**{**cfg.__dict__, "env_steps": 150, "resume": True}))
+    more = train_dreamer(DreamerTrainConfig(**{**cfg.__dict__, "env_steps": 150, "resume": True,
+                                               "train_ratio": None}))  # the run's own ratio, 4
     assert more.env_steps == 150 and more.updates == 10
     # eval: the metrics of the issue, with a random policy on the same seeds
     metrics = evaluate_agent(run, "gym:MiniGrid-Empty-5x5-v0", episodes=2, seed=100)

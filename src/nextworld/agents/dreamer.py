@@ -119,7 +119,8 @@ class DreamerTrainConfig:
     log_every: int = 500
     """Env steps between metric records."""
     resume: bool = False
-    """Continue the run in --out from its last checkpoint."""
+    """Continue the run in --out from its last checkpoint, with its own recipe (--train-ratio and
+    --prefill change it when given)."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
     progress: bool = True
@@ -301,6 +302,13 @@ def _train(cfg: DreamerTrainConfig, env: PixelEnv, eval_env: PixelEnv | None, st
         agent.load_state_dict(state.model)
         load_optimizer_state(learner.optimizer, state.optimizer, run_dir / STATE_DIR / "optimizer.safetensors")
         counters.update(state.meta["counters"])
+        # the run's own recipe, with only what this command sets explicitly changed
+        saved = DreamerRecipe(**{k: v for k, v in state.meta.get("recipe", {}).items()
+                                 if k in {f.name for f in dataclasses.fields(DreamerRecipe)}})
+        overrides = {k: v for k, v in (("train_ratio", cfg.train_ratio), ("prefill", cfg.prefill)) if v is not None}
+        recipe = dataclasses.replace(saved, **overrides)
+        learner.recipe = recipe
+        learner.clips = {"model": recipe.model_clip, "actor": recipe.ac_clip, "critic": recipe.ac_clip}
         replay.load(run_dir / REPLAY_DIR)
         restore_rng(state.rng[0], device)
     else:
