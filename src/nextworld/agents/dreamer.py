@@ -68,10 +68,15 @@ class DreamerRecipe:
     prefill: int = 1000
     """Env steps of a uniform random policy before the first update."""
     model_lr: float = 3e-4
+    """Adam learning rate of the world model."""
     actor_lr: float = 1e-4
+    """Adam learning rate of the actor."""
     critic_lr: float = 1e-4
+    """Adam learning rate of the critic."""
     model_eps: float = 1e-8
+    """Adam epsilon of the world model."""
     ac_eps: float = 1e-5
+    """Adam epsilon of the actor and the critic."""
     model_clip: float = 1000.0
     """Gradient norm clip of the world model."""
     ac_clip: float = 100.0
