@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -28,30 +28,29 @@ import numpy as np
 from nextworld.errors import UserInputError
 
 
-class PixelEnv:
+class PixelEnv(Protocol):
     """The interface the online agents use; see the module docstring."""
 
     action_space: gym.Space
     name: str
 
-    def reset(self, seed: int) -> np.ndarray:
-        raise NotImplementedError
+    def reset(self, seed: int) -> np.ndarray: ...
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, bool]:
-        raise NotImplementedError
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, bool]: ...
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None: ...
 
 
-def _success(info: dict[str, Any], reward: float, terminated: bool) -> bool:
+def episode_success(info: dict[str, Any], terminated: bool, reward: float) -> bool:
+    """Whether a step ended its episode in success: the env's ``info["success"]`` or
+    ``info["is_success"]`` when it gives one, else a termination with a positive reward."""
     for key in ("success", "is_success"):
         if key in info:
             return bool(info[key])
     return bool(terminated and reward > 0)
 
 
-class GymPixelEnv(PixelEnv):
+class GymPixelEnv:
     def __init__(self, env_id: str, size: int) -> None:
         from nextworld.data.sources.gym import make_rgb_env, render_frame
 
@@ -70,13 +69,13 @@ class GymPixelEnv(PixelEnv):
         act = int(action) + self.offset if isinstance(self.action_space, gym.spaces.Discrete) else np.asarray(action)
         _, reward, terminated, truncated, info = self.env.step(act)
         frame = self._render(self.env, self.name[4:], self.size)
-        return frame, float(reward), bool(terminated), bool(truncated), _success(info, float(reward), terminated)
+        return frame, float(reward), bool(terminated), bool(truncated), episode_success(info, terminated, float(reward))
 
     def close(self) -> None:
         self.env.close()
 
 
-class ProcgenPixelEnv(PixelEnv):
+class ProcgenPixelEnv:
     TIMEOUT = 1000
 
     def __init__(self, game: str, size: int, levels: tuple[int, int] | None) -> None:
@@ -122,6 +121,9 @@ class ProcgenPixelEnv(PixelEnv):
         truncated = self._steps >= self.TIMEOUT
         self._steps = 0
         return self._frame, float(reward[0]), not truncated, truncated, bool(not truncated and reward[0] > 0)
+
+    def close(self) -> None:
+        self.env = None  # Procgen's env has no close; dropping it frees the game
 
 
 def make_pixel_env(name: str, size: int = 64, levels: tuple[int, int] | None = None) -> PixelEnv:

@@ -37,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from nextworld.agents.envs import episode_success
 from nextworld.atomic_files import write_json_atomic
 from nextworld.data.frames import save_image_grid, to_model_frames
 from nextworld.errors import UserInputError
@@ -315,14 +316,6 @@ class _EpisodeBar:
         self._progress.update(self._task, advance=1, rate=rate)
 
 
-def _success(info: dict, terminated: bool, reward: float) -> bool:
-    if "success" in info:
-        return bool(info["success"])
-    if "is_success" in info:
-        return bool(info["is_success"])
-    return bool(terminated and reward > 0)
-
-
 def _episode(env: gym.Env, obs: Any, info: dict, model: torch.nn.Module, mpc: MPC, goal: torch.Tensor | None,
              objective: str, to_frame: Callable, cfg: PlanConfig, device: torch.device,
              generator: torch.Generator) -> EpisodeResult:
@@ -339,7 +332,7 @@ def _episode(env: gym.Env, obs: Any, info: dict, model: torch.nn.Module, mpc: MP
         steps += 1
         if "position" in info:
             positions.append(list(map(float, info["position"])))
-        if _success(info, terminated, float(reward)):
+        if episode_success(info, terminated, float(reward)):
             success = True
             break
         if terminated or truncated:
