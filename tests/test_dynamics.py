@@ -98,6 +98,31 @@ def test_training_keeps_first_frame_and_hides_half_to_all_of_the_others() -> Non
     assert ratio.min() >= 0.5 and ratio.max() <= 1.0
 
 
+def hidden_frames(model: GenieDynamics, draws: int, t: int = 6) -> torch.Tensor:
+    """bool [draws, B, t]: which frames of a t-frame clip the training loss hid tokens of."""
+    tokens = torch.randint(0, TINY.num_codes, (B, t, 4, 4), generator=torch.Generator().manual_seed(3))
+    actions = torch.zeros(B, t, dtype=torch.long)
+    seen = []
+    real_logits = model.logits
+    model.logits = lambda x, a: seen.append(x) or real_logits(x, a)
+    torch.manual_seed(0)
+    for _ in range(draws):
+        model.loss({"tokens": tokens, "actions": actions})
+    return (torch.stack(seen) == model.mask_id).flatten(3).any(-1)
+
+
+def test_clean_prefix_hides_a_suffix_of_frames_only() -> None:
+    hidden = hidden_frames(make(dataclasses.replace(TINY, clean_prefix_prob=1.0)), draws=20)  # (20, B, 6)
+    first = hidden.float().argmax(-1)  # the first hidden frame of each clip
+    assert (first >= 1).all()
+    after_cut = torch.arange(6) >= first[..., None]
+    assert torch.equal(hidden, after_cut)  # every frame from the cut on is hidden, none before
+    assert len(set(first.flatten().tolist())) >= 3  # the cut varies across clips
+    # Genie's scheme (the default): every frame but the first hides tokens
+    default = hidden_frames(make(), draws=5)
+    assert not default[..., 0].any() and default[..., 1:].all()
+
+
 # ---------------------------------------------------------------------------- dynamics
 
 
@@ -218,6 +243,8 @@ def test_bad_config_is_a_user_error() -> None:
         DynamicsConfig(dim=30, heads=4)
     with pytest.raises(UserInputError, match="mask ratios"):
         DynamicsConfig(mask_ratio_min=0.8, mask_ratio_max=0.5)
+    with pytest.raises(UserInputError, match="clean_prefix_prob"):
+        DynamicsConfig(clean_prefix_prob=1.5)
 
 
 def test_tiny_model_overfits_one_clip() -> None:

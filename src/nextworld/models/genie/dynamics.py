@@ -8,7 +8,8 @@ frame 0 gets none. Causal temporal attention lets frame t see frames <= t only, 
 logits of frame t+1 depend on frames 0..t+1 and actions 0..t.
 
 Training (``loss``): frame 0 is never hidden; every later frame hides a ratio ~ U[0.5, 1]
-of its tokens (``mask_ratio_min``/``max``); cross-entropy on the hidden tokens only.
+of its tokens (``mask_ratio_min``/``max``); cross-entropy on the hidden tokens only. With
+``clean_prefix_prob`` > 0, that share of clips also leaves a random prefix of frames whole.
 
 Generation: ``prefill`` caches a prompt's temporal keys/values, then each ``generate_next``
 decodes one frame by MaskGIT iterations over that frame's own tokens and appends it to the
@@ -58,6 +59,11 @@ class DynamicsConfig:
     """Least ratio of a frame's tokens hidden in training (Genie: 0.5)."""
     mask_ratio_max: float = 1.0
     """Largest ratio of a frame's tokens hidden in training (Genie: 1.0)."""
+    clean_prefix_prob: float = 0.0
+    """Share of training clips that keep a random prefix of frames unhidden: such a clip draws a
+    cut c in [1, T-1] and hides tokens of frames >= c only, so the model also learns from the
+    fully visible past it conditions on when it generates (Genie: 0, every frame but the first
+    is partly hidden)."""
     max_frames: int = 16
     """Most frames the model attends over: training clip length and generation context."""
     token_patch: int = 1
@@ -68,6 +74,8 @@ class DynamicsConfig:
     def __post_init__(self) -> None:
         if self.dim % self.heads:
             raise UserInputError(f"dynamics dim {self.dim} is not divisible by heads {self.heads}")
+        if not 0 <= self.clean_prefix_prob <= 1:
+            raise UserInputError(f"dynamics clean_prefix_prob must lie in [0, 1], got {self.clean_prefix_prob}")
         if not 0 < self.mask_ratio_min <= self.mask_ratio_max <= 1:
             raise UserInputError(f"dynamics mask ratios must satisfy 0 < min <= max <= 1, "
                                  f"got [{self.mask_ratio_min}, {self.mask_ratio_max}]")
@@ -170,6 +178,10 @@ class GenieDynamics(nn.Module):
         hidden = maskgit.sample_mask((b, t, self.config.tokens_per_frame), self.config.mask_ratio_min,
                                      self.config.mask_ratio_max, device=tokens.device)  # (B, T, S)
         hidden[:, 0] = False
+        if self.config.clean_prefix_prob > 0:
+            cut = torch.randint(1, t, (b,), device=tokens.device)  # first frame that may be hidden
+            cut = torch.where(torch.rand(b, device=tokens.device) < self.config.clean_prefix_prob, cut, 1)
+            hidden &= torch.arange(t, device=tokens.device)[None, :, None] >= cut[:, None, None]
         hidden = hidden.view(tokens.shape)  # (B, T, h, w)
         logits = self.logits(torch.where(hidden, self.mask_id, tokens), actions)  # (B, T, h, w, V)
         ce = F.cross_entropy(logits.flatten(0, 3), tokens.flatten(), reduction="none").view(tokens.shape)
