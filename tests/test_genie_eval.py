@@ -138,6 +138,8 @@ def test_eval_of_a_genie_world_writes_every_metric(tiny_world: Path, heldout: Pa
     assert all(0 <= a < 4 for a in metrics["action_map"])
     assert 0 <= metrics["action_map_accuracy"] <= 1 and 0 < metrics["action_majority_baseline"] <= 1
     assert metrics["sample_steps"] == 2 and metrics["num_clips"] == 6
+    for k in (1, 4, 10):  # the repeated tokenized prompt: at most as good as the tokenizer, and never moving
+        assert 0 < metrics[f"copy_psnr_t{k}"] < 100
     assert (out.parent / "eval_rollouts.png").is_file() and metrics["rollouts"] == str(out.parent / "eval_rollouts.png")
 
 
@@ -160,6 +162,38 @@ def test_rollouts_are_seeded_and_leave_the_global_generator_alone(tiny_world: Pa
     assert again == first and other != first
     assert torch.equal(before, torch.get_rng_state())
     assert len(rows) == 4 and rows[0].shape == (CLIP_LENGTH - 1, 16, 16, 3) and rows[1].dtype == np.uint8
+
+
+class StillWorld:
+    """A world that never moves, with a lossless tokenizer: its dreams repeat the prompt."""
+
+    device = torch.device("cpu")
+    action_space = gym.spaces.Discrete(4)
+
+    class tokenizer:  # noqa: N801 (stands in for a module attribute)
+        encode = staticmethod(lambda frames: frames)
+        decode = staticmethod(lambda tokens: tokens)
+
+    def infer_actions(self, frames: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(frames.shape[0], frames.shape[1] - 1, dtype=torch.long)
+
+    def rollout(self, prompt: torch.Tensor, actions: torch.Tensor, generator=None) -> torch.Tensor:
+        return prompt[:, -1:].expand(-1, actions.shape[1], -1, -1, -1)
+
+
+def test_copy_baseline_is_what_a_world_that_never_moves_scores(heldout: Path) -> None:
+    from rich.progress import Progress
+
+    from nextworld.data.windows import WindowSpec, open_clips
+
+    clips = open_clips(heldout, WindowSpec(CLIP_LENGTH, CLIP_LENGTH), keys=("frames",))
+    with Progress(disable=True) as bar:
+        metrics, _ = rollout_metrics(StillWorld(), clips, spaced_indices(len(clips), 8), batch_size=3, seed=0,
+                                     progress=bar)
+    for k in (1, 4, 10):
+        assert metrics[f"copy_psnr_t{k}"] == pytest.approx(metrics[f"psnr_t{k}"])
+    assert metrics["delta_psnr_t4"] == pytest.approx(0.0)
+    assert metrics["copy_psnr_t1"] != pytest.approx(metrics["copy_psnr_t10"])  # the squares move: K is read
 
 
 def test_eval_of_a_run_without_dynamics_reports_the_tokenizer_only(tiny_world: Path, heldout: Path,

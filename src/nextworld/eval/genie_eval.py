@@ -9,6 +9,9 @@ the data (the same clips for the same data, so two worlds see identical frames):
   action model reads off the real clip for that transition; PSNR of dreamed frame K
   against real frame K. The world slides its context when its dynamics model holds fewer
   than 11 frames (``GenieWorld.step``).
+- ``copy_psnr_t1``, ``copy_psnr_t4``, ``copy_psnr_t10``: the same clips and PSNR for a world
+  that never moves: the prompt frame, through the tokenizer, repeated. Not a DESIGN.md metric;
+  the reference a world has to beat on data where the view often stays still.
 - ``delta_psnr_t4``: ``psnr_t4`` minus the PSNR at t = 4 of dreams from the same prompts
   under uniformly random latent actions, with the sampler's random stream replayed, so the
   two dreams differ only in their actions.
@@ -70,7 +73,7 @@ def _frames(clips: ClipDataset, indices: np.ndarray, device: torch.device) -> to
 @torch.no_grad()
 def rollout_metrics(world: GenieWorld, clips: ClipDataset, indices: np.ndarray, *, batch_size: int, seed: int,
                     progress: Progress) -> tuple[dict[str, float], list[np.ndarray]]:
-    """``psnr_tK`` and ``delta_psnr_t4`` over clips ``indices``; and picture rows of a few of them.
+    """``psnr_tK``, ``copy_psnr_tK`` and ``delta_psnr_t4`` over clips ``indices``; and picture rows of a few of them.
 
     Sampling draws from one generator seeded with ``seed``; the random-action dreams of a
     batch replay the stream that its inferred-action dreams drew.
@@ -80,6 +83,7 @@ def rollout_metrics(world: GenieWorld, clips: ClipDataset, indices: np.ndarray, 
     generator.manual_seed(seed)
     action_generator = torch.Generator().manual_seed(seed)  # on the CPU: the random latent actions
     psnr_sums = torch.zeros(CLIP_LENGTH - 1, dtype=torch.float64)  # summed over clips, per step
+    copy_sums = torch.zeros(CLIP_LENGTH - 1, dtype=torch.float64)  # the same for the repeated prompt
     random_sum = 0.0
     shown = set(spaced_indices(n, PICTURE_CLIPS).tolist())
     rows: list[np.ndarray] = []
@@ -96,6 +100,8 @@ def rollout_metrics(world: GenieWorld, clips: ClipDataset, indices: np.ndarray, 
         dreamed_random = world.rollout(x[:, :1], random_actions.to(device), generator)  # (B, DELTA_STEP, C, H, W)
         generator.set_state(after)
         psnr_sums += psnr(dreamed, x[:, 1:]).sum(dim=0).double().cpu()
+        still = world.tokenizer.decode(world.tokenizer.encode(x[:, :1]))  # (B, 1, C, H, W): the prompt, tokenized
+        copy_sums += psnr(still.expand_as(x[:, 1:]), x[:, 1:]).sum(dim=0).double().cpu()
         random_sum += float(psnr(dreamed_random[:, -1], x[:, DELTA_STEP]).sum())
         for i in range(b):
             if start + i in shown:
@@ -103,6 +109,7 @@ def rollout_metrics(world: GenieWorld, clips: ClipDataset, indices: np.ndarray, 
         progress.advance(task, b)
     mean = (psnr_sums / n).tolist()  # mean[k-1]: PSNR of dreamed frame k
     metrics = {f"psnr_t{k}": mean[k - 1] for k in ROLLOUT_STEPS}
+    metrics.update({f"copy_psnr_t{k}": float(copy_sums[k - 1] / n) for k in ROLLOUT_STEPS})
     metrics["delta_psnr_t4"] = mean[DELTA_STEP - 1] - random_sum / n
     return metrics, rows
 
