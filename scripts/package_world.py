@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from nextworld.atomic_files import replace_directory, write_atomic
 from nextworld.models.base import CONFIG_NAME, WEIGHTS_NAME, read_checkpoint_config
 from nextworld.models.genie.world import STAGE_FAMILIES, WORLD_FILE
+from nextworld.play.controls import CONTROLS_FILE, read_key_map
 from nextworld.zoo import ZOO_DIR
 
 
@@ -71,6 +72,37 @@ def stage_compute(run: Path, stage: str) -> dict:
             "lr": config["train"]["lr"], "minutes": round(seconds / 60, 1), "device": config["train"]["device"]}
 
 
+KEY_SYMBOLS = {"ArrowLeft": "←", "ArrowRight": "→", "ArrowUp": "↑", "ArrowDown": "↓", "Space": "Space"}
+
+
+def keys_section(target: Path, metrics: dict) -> str:
+    """The card's paragraph on the world's ``controls.json`` (written by scripts/write_controls.py), if it has one."""
+    if not (target / CONTROLS_FILE).is_file():
+        return ""
+    controls = read_key_map(target, len(metrics["action_map"]))
+    keys_of: dict[int, list[str]] = {}
+    for key, action in controls.items():
+        keys_of.setdefault(action, []).append(KEY_SYMBOLS[key])
+    meta = Path(str(metrics.get("data"))) / "meta.json"  # the evaluation data names the real actions
+    names = json.loads(meta.read_text()).get("source", {}).get("action_names") if meta.is_file() else None
+
+    def real(a: int) -> str:
+        index = metrics["action_map"][a]
+        return names[index] if names and index < len(names) else f"real action {index}"
+
+    plays = "; ".join(f"{' '.join(keys)} play latent action {a} (mapped to {real(a)})"
+                      for a, keys in sorted(keys_of.items()))
+    return f"""
+## Keys (`controls.json`)
+
+`python scripts/write_controls.py src/nextworld/zoo/{target.name} --eval src/nextworld/zoo/{target.name}/eval.json`
+turns the eval's fitted latent -> real action map (`action_map` {metrics['action_map']}) into keys for
+`nextworld serve`: {plays}. The map was fitted on {metrics['action_map_labelled_frames']} labelled frames and is
+right on {metrics['action_map_accuracy']:.1%} of held-out transitions (the majority guess:
+{metrics['action_majority_baseline']:.1%}), so the keys are a rough guide; the number keys play every action.
+"""
+
+
 def write_card(run: Path, name: str, eval_json: Path, command_file: Path, note: str = "") -> Path:
     target = ZOO_DIR / name
     metrics = json.loads(eval_json.read_text())
@@ -83,7 +115,7 @@ def write_card(run: Path, name: str, eval_json: Path, command_file: Path, note: 
     rows = "\n".join(f"| {stage} | {c['steps']:,} | {c['batch_size']} | {c['lr']:g} | {c['minutes']} | {sizes[stage]} |"
                       for stage, c in compute.items())
     keys = ["tokenizer_psnr", "tokenizer_ssim", "codebook_usage", "lam_codebook_usage", "psnr_t1", "psnr_t4",
-            "psnr_t10", "delta_psnr_t4", "action_nmi", "action_map_accuracy", "action_majority_baseline",
+            "psnr_t10", "copy_psnr_t10", "delta_psnr_t4", "action_nmi", "action_map_accuracy", "action_majority_baseline",
             "frames_per_second"]
     results = "\n".join(f"| `{k}` | {metrics[k]:.4g} |" for k in keys if isinstance(metrics.get(k), (int, float)))
     card = f"""# {name}
@@ -110,7 +142,7 @@ stage's metrics.jsonl, without checkpoints and start-up):
 | stage | steps | batch | lr | minutes | MB (float16) |
 |---|---|---|---|---|---|
 {rows}
-{note}
+{note}{keys_section(target, metrics)}
 ## Results on held-out levels (these packaged float16 weights)
 
 | metric | value |

@@ -116,3 +116,17 @@ def test_every_shipped_checkpoint_is_small_loads_offline_and_carries_its_card(na
     assert {"probe", "plan"} <= set(metrics) and "```json" in card and "train jepa --data" in card
     assert {"success_rate", "seconds_per_plan"} <= set(metrics["plan"])
     assert load_pretrained(directory).config.frame_shape == (64, 64, 3)
+
+
+def test_the_card_names_the_keys_of_a_world_with_controls(tmp_path: Path) -> None:
+    module = package_world_module()
+    world = tmp_path / "toy-world"
+    world.mkdir()
+    metrics = {"action_map": [3, 1, 1, 7], "action_map_labelled_frames": 12, "action_map_accuracy": 0.25,
+               "action_majority_baseline": 0.125, "data": str(tmp_path / "no-such-data")}
+    assert module.keys_section(world, metrics) == ""  # no controls.json: no section
+    (world / "controls.json").write_text(json.dumps({"ArrowLeft": 1, "ArrowRight": 3, "Space": 3}))
+    section = module.keys_section(world, metrics)
+    assert "← play latent action 1 (mapped to real action 1)" in section
+    assert "→ Space play latent action 3 (mapped to real action 7)" in section
+    assert "25.0% of held-out transitions" in section and "12.5%" in section
