@@ -3,7 +3,8 @@
 # 0-9,999; held-out levels >= 100,000), train the tiny preset's three stages, package the
 # weights (float16) into src/nextworld/zoo/coinrun-tiny, choose its sampling (MaskGIT steps,
 # temperature) on a validation split of training-level episodes, evaluate the packaged world
-# on the held-out levels and write its model card with that evaluation.
+# on the held-out levels, write its keys (controls.json) from the latent->real map fitted there,
+# and write its model card with that evaluation.
 # Usage: scripts/build_coinrun_tiny.sh [WORK_DIR]   (about an hour on 2 CPU cores)
 set -euo pipefail
 work="${1:-outputs/coinrun-tiny}"
@@ -22,5 +23,6 @@ done
 "$python" scripts/choose_sampling.py "$work/run" --data "$work/val"
 "$python" scripts/package_world.py "$work/run" coinrun-tiny --overwrite
 "$nextworld" eval coinrun-tiny --data "$work/heldout" --json "$work/eval/eval.json"
+"$python" scripts/write_controls.py src/nextworld/zoo/coinrun-tiny --eval "$work/eval/eval.json"
 "$python" scripts/package_world.py "$work/run" coinrun-tiny --card "$work/eval/eval.json" \
     --command-file scripts/build_coinrun_tiny.sh

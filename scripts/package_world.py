@@ -103,6 +103,19 @@ right on {metrics['action_map_accuracy']:.1%} of held-out transitions (the major
 """
 
 
+def sampling_section(target: Path) -> str:
+    """The card's line on how the world samples, from ``world.json`` (scripts/choose_sampling.py writes it)."""
+    sampling = json.loads((target / WORLD_FILE).read_text()).get("sampling")
+    if not sampling:
+        return ""
+    chosen = sampling.get("chosen_on")
+    how = (f" It was chosen by `scripts/choose_sampling.py` on the validation split `{chosen['data']}` "
+           f"(training levels, not the held-out ones) by {chosen['criterion']}; the whole grid is in "
+           f"world.json." if chosen else "")
+    return (f"\nThe world samples with {sampling['sample_steps']} MaskGIT step(s) at temperature "
+            f"{sampling['temperature']:g} (world.json).{how}\n")
+
+
 def write_card(run: Path, name: str, eval_json: Path, command_file: Path, note: str = "") -> Path:
     target = ZOO_DIR / name
     metrics = json.loads(eval_json.read_text())
@@ -142,7 +155,7 @@ stage's metrics.jsonl, without checkpoints and start-up):
 | stage | steps | batch | lr | minutes | MB (float16) |
 |---|---|---|---|---|---|
 {rows}
-{note}{keys_section(target, metrics)}
+{sampling_section(target)}{note}{keys_section(target, metrics)}
 ## Results on held-out levels (these packaged float16 weights)
 
 | metric | value |

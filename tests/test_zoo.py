@@ -130,3 +130,14 @@ def test_the_card_names_the_keys_of_a_world_with_controls(tmp_path: Path) -> Non
     assert "← play latent action 1 (mapped to real action 1)" in section
     assert "→ Space play latent action 3 (mapped to real action 7)" in section
     assert "25.0% of held-out transitions" in section and "12.5%" in section
+
+
+def test_the_card_says_how_the_world_samples(tmp_path: Path) -> None:
+    module = package_world_module()
+    (tmp_path / "world.json").write_text(json.dumps({"format": "nextworld-world", "family": "genie"}))
+    assert module.sampling_section(tmp_path) == ""
+    chosen = {"data": "val-split", "criterion": "highest psnr_t10, then fewer steps", "grid": []}
+    (tmp_path / "world.json").write_text(json.dumps({"sampling": {"sample_steps": 2, "temperature": 0.5,
+                                                                  "chosen_on": chosen}}))
+    section = module.sampling_section(tmp_path)
+    assert "2 MaskGIT step(s) at temperature 0.5" in section and "`val-split`" in section
