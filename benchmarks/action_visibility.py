@@ -10,6 +10,9 @@ their NMI with the recorded action a_t of the same transitions (row t: frame t, 
   aligns them (CoinRun's camera follows the agent, so this is the agent's motion);
 - ``scroll_change``: that shift minus the one between frames t-1 and t (what a_t changed);
 - ``scroll_and_change``: both together (many bins: NMI with finite samples is biased upward);
+- ``scroll_before`` and ``scroll_after``: the shift one transition earlier (t-1 -> t) and one
+  later (t+1 -> t+2), against the same a_t: a lag between an action and the motion it causes
+  would show as ``scroll_after`` above ``scroll``;
 - ``previous_action``: the recorded a_{t-1}, how much a sticky policy repeats itself;
 - ``effective_action``: a_t merged into the six classes the game tells apart (left, left+jump,
   right, right+jump, jump, nothing): the ceiling of a model that read the action perfectly.
@@ -54,24 +57,32 @@ def main() -> None:
     for e in np.linspace(0, len(ds) - 1, min(args.episodes, len(ds))).round().astype(int):
         r = ds.read(int(e), 0, ds.episodes[e].length, keys=("frames", "actions"))
         grey, actions = r["frames"].astype(np.float32).mean(-1), r["actions"]
-        for t in range(1, len(grey) - 1, args.every):
+        for t in range(1, len(grey) - 2, args.every):
             before, after = best_shift(grey[t - 1], grey[t]), best_shift(grey[t], grey[t + 1])
-            rows.append((*before, *after, actions[t], actions[t - 1]))
+            later = best_shift(grey[t + 1], grey[t + 2])
+            rows.append((*before, *after, actions[t], actions[t - 1], *later))
     r = np.array(rows)
     true = r[:, 4]
     span = 2 * MAX_SHIFT + 1
-    scroll = (r[:, 2] + MAX_SHIFT) * span + r[:, 3] + MAX_SHIFT
+    def shift_bin(dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+        return (dy + MAX_SHIFT) * span + dx + MAX_SHIFT
+
+    scroll = shift_bin(r[:, 2], r[:, 3])
     change = (r[:, 2] - r[:, 0] + 2 * MAX_SHIFT) * (2 * span) + (r[:, 3] - r[:, 1] + 2 * MAX_SHIFT)
     result = {"data": args.data, "transitions": len(r),
               "nmi": {"scroll": nmi(scroll, true), "scroll_change": nmi(change, true),
                       "scroll_and_change": nmi(change * span * span + scroll, true),
-                      "previous_action": nmi(r[:, 5], true)}}
+                      "scroll_before": nmi(shift_bin(r[:, 0], r[:, 1]), true),
+                      "scroll_after": nmi(shift_bin(r[:, 6], r[:, 7]), true),
+                      "previous_action": nmi(r[:, 5], true)},
+              "camera_still_share": float(((r[:, 2] == 0) & (r[:, 3] == 0)).mean())}
     if int(true.max()) < len(EFFECTIVE_COINRUN):
         result["nmi"]["effective_action"] = nmi(EFFECTIVE_COINRUN[true], true)
     print(json.dumps(result))
     for name, value in result["nmi"].items():
         print(f"{name:20s} NMI {value:.3f}")
-    print(f"over {len(r)} transitions of {args.data}")
+    print(f"over {len(r)} transitions of {args.data}; the camera did not move in "
+          f"{result['camera_still_share']:.0%} of them")
 
 
 if __name__ == "__main__":

@@ -73,12 +73,18 @@ def stage_compute(run: Path, stage: str) -> dict:
 
 
 KEY_SYMBOLS = {"ArrowLeft": "←", "ArrowRight": "→", "ArrowUp": "↑", "ArrowDown": "↓", "Space": "Space"}
+"""How the card writes each key that ``controls.json`` may map."""
 
 
 def keys_section(target: Path, metrics: dict) -> str:
     """The card's paragraph on the world's ``controls.json`` (written by scripts/write_controls.py), if it has one."""
     if not (target / CONTROLS_FILE).is_file():
         return ""
+    missing = [k for k in ("action_map", "action_map_labelled_frames", "action_map_accuracy",
+                           "action_majority_baseline") if k not in metrics]
+    if missing:
+        raise SystemExit(f"{target / CONTROLS_FILE}: the card explains the keys from the eval's latent->real map, "
+                         f"but the eval JSON has no {', '.join(missing)} (evaluate on data with recorded actions)")
     controls = read_key_map(target, len(metrics["action_map"]))
     keys_of: dict[int, list[str]] = {}
     for key, action in controls.items():
@@ -90,8 +96,11 @@ def keys_section(target: Path, metrics: dict) -> str:
         index = metrics["action_map"][a]
         return names[index] if names and index < len(names) else f"real action {index}"
 
-    plays = "; ".join(f"{' '.join(keys)} play latent action {a} (mapped to {real(a)})"
-                      for a, keys in sorted(keys_of.items()))
+    plays = "; ".join(f"{' and '.join(keys)} play{'s' if len(keys) == 1 else ''} latent action {a} "
+                      f"(mapped to {real(a)})" for a, keys in sorted(keys_of.items()))
+    unmapped = [symbol for key, symbol in KEY_SYMBOLS.items() if key not in controls]
+    if unmapped:
+        plays += f"; {' and '.join(unmapped)} {'is' if len(unmapped) == 1 else 'are'} unmapped (no latent action maps to it)"
     return f"""
 ## Keys (`controls.json`)
 
@@ -131,6 +140,10 @@ def write_card(run: Path, name: str, eval_json: Path, command_file: Path, note: 
             "psnr_t10", "copy_psnr_t10", "delta_psnr_t4", "action_nmi", "action_map_accuracy", "action_majority_baseline",
             "frames_per_second"]
     results = "\n".join(f"| `{k}` | {metrics[k]:.4g} |" for k in keys if isinstance(metrics.get(k), (int, float)))
+    if isinstance(metrics.get("copy_psnr_t10"), (int, float)):
+        gap = metrics["psnr_t10"] - metrics["copy_psnr_t10"]
+        results += (f"\n\n`copy_psnr_t10` is what a world that never moves scores (the prompt, tokenized, repeated): "
+                    f"this world's psnr_t10 is {abs(gap):.2f} dB {'above' if gap >= 0 else 'below'} it.")
     card = f"""# {name}
 
 A Genie world (tokenizer, latent action model, dynamics) learned from CoinRun video alone:

@@ -118,6 +118,10 @@ def test_clean_prefix_hides_a_suffix_of_frames_only() -> None:
     after_cut = torch.arange(6) >= first[..., None]
     assert torch.equal(hidden, after_cut)  # every frame from the cut on is hidden, none before
     assert len(set(first.flatten().tolist())) >= 3  # the cut varies across clips
+    # a share of 0.5: half the clips draw a cut, and a cut of 1 leaves only frame 0 whole as usual,
+    # so frame 1 stays whole in 0.5 * (T-2)/(T-1) = 40% of the clips (200 clips: 80 expected)
+    half = hidden_frames(make(dataclasses.replace(TINY, clean_prefix_prob=0.5)), draws=100)
+    assert 55 <= int((~half[..., 1]).sum()) <= 105
     # Genie's scheme (the default): every frame but the first hides tokens
     default = hidden_frames(make(), draws=5)
     assert not default[..., 0].any() and default[..., 1:].all()

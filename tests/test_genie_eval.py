@@ -138,7 +138,7 @@ def test_eval_of_a_genie_world_writes_every_metric(tiny_world: Path, heldout: Pa
     assert all(0 <= a < 4 for a in metrics["action_map"])
     assert 0 <= metrics["action_map_accuracy"] <= 1 and 0 < metrics["action_majority_baseline"] <= 1
     assert metrics["sample_steps"] == 2 and metrics["num_clips"] == 6
-    for k in (1, 4, 10):  # the repeated tokenized prompt: at most as good as the tokenizer, and never moving
+    for k in (1, 4, 10):  # written for every K (their alignment with psnr_tK: the StillWorld test below)
         assert 0 < metrics[f"copy_psnr_t{k}"] < 100
     assert (out.parent / "eval_rollouts.png").is_file() and metrics["rollouts"] == str(out.parent / "eval_rollouts.png")
 

@@ -127,8 +127,12 @@ def test_the_card_names_the_keys_of_a_world_with_controls(tmp_path: Path) -> Non
     assert module.keys_section(world, metrics) == ""  # no controls.json: no section
     (world / "controls.json").write_text(json.dumps({"ArrowLeft": 1, "ArrowRight": 3, "Space": 3}))
     section = module.keys_section(world, metrics)
-    assert "← play latent action 1 (mapped to real action 1)" in section
-    assert "→ Space play latent action 3 (mapped to real action 7)" in section
+    assert "← plays latent action 1 (mapped to real action 1)" in section
+    assert "→ and Space play latent action 3 (mapped to real action 7)" in section
+    assert "↑ and ↓ are unmapped" in section
+    del metrics["action_map"]
+    with pytest.raises(SystemExit, match="no action_map"):
+        module.keys_section(world, metrics)
     assert "25.0% of held-out transitions" in section and "12.5%" in section
 
 

@@ -61,9 +61,9 @@ class DynamicsConfig:
     """Largest ratio of a frame's tokens hidden in training (Genie: 1.0)."""
     clean_prefix_prob: float = 0.0
     """Share of training clips that keep a random prefix of frames unhidden: such a clip draws a
-    cut c in [1, T-1] and hides tokens of frames >= c only, so the model also learns from the
-    fully visible past it conditions on when it generates (Genie: 0, every frame but the first
-    is partly hidden)."""
+    cut c uniformly in [1, T-1] and hides tokens of frames >= c only (a cut of 1 is Genie's own
+    case), so the model also learns from the fully visible past it conditions on when it
+    generates (Genie: 0, every frame but the first is partly hidden)."""
     max_frames: int = 16
     """Most frames the model attends over: training clip length and generation context."""
     token_patch: int = 1
