@@ -88,7 +88,7 @@ def test_training_keeps_first_frame_and_hides_half_to_all_of_the_others() -> Non
     tokens, actions = clip()
     seen = []
     real_logits = model.logits
-    model.logits = lambda t, a: seen.append(t) or real_logits(t, a)
+    model.logits = lambda t, a, *rest: seen.append(t) or real_logits(t, a, *rest)
     torch.manual_seed(0)
     for _ in range(10):
         model.loss({"tokens": tokens, "actions": actions})
@@ -104,7 +104,7 @@ def hidden_frames(model: GenieDynamics, draws: int, t: int = 6) -> torch.Tensor:
     actions = torch.zeros(B, t, dtype=torch.long)
     seen = []
     real_logits = model.logits
-    model.logits = lambda x, a: seen.append(x) or real_logits(x, a)
+    model.logits = lambda x, a, *rest: seen.append(x) or real_logits(x, a, *rest)
     torch.manual_seed(0)
     for _ in range(draws):
         model.loss({"tokens": tokens, "actions": actions})
@@ -203,6 +203,49 @@ def test_cached_generation_equals_full_forward(config: DynamicsConfig) -> None:
                              torch.full((B, 1, 4, 4), model.mask_id)], dim=1)
         assert torch.equal(generated[-1], model.logits(context, actions[:, :t + 1])[:, t].argmax(-1))
     assert cache.length == 4
+
+
+COPY = dataclasses.replace(PATCHED, copy_path=True)
+
+
+def previous_of(tokens: torch.Tensor) -> torch.Tensor:
+    """Each frame's previous frame's tokens (frame 0's own for frame 0)."""
+    return torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1)
+
+
+@pytest.mark.parametrize("t", [0, 1, 2])
+def test_copy_path_keeps_the_future_out(t: int) -> None:
+    model = make(COPY)
+    tokens, actions = clip()
+    other = tokens.clone()
+    other[:, t + 1:] = (tokens[:, t + 1:] + 1) % TINY.num_codes
+    before = model.logits(tokens, actions, previous_of(tokens))[:, :t + 1]
+    assert torch.equal(before, model.logits(other, actions, previous_of(other))[:, :t + 1])
+
+
+def test_copy_path_gives_the_keep_probability_to_the_previous_code() -> None:
+    model = make(COPY)
+    tokens, actions = clip()
+    logits = model.logits(tokens, actions, previous_of(tokens))  # (B, T, h, w, V): log-probabilities
+    torch.testing.assert_close(logits.logsumexp(-1), torch.zeros(logits.shape[:-1]))
+    with torch.no_grad():  # make "keep" (the last output of every token) near certain
+        model.head.bias.view(4, TINY.num_codes + 1)[:, -1] = 30.0
+    kept = model.logits(tokens, actions, previous_of(tokens)).argmax(-1)
+    assert torch.equal(kept, previous_of(tokens))
+    with pytest.raises(ValueError, match="previous frame"):
+        model.logits(tokens, actions)
+
+
+def test_cached_generation_with_a_copy_path_equals_full_forward() -> None:
+    model = make(COPY)
+    tokens, actions = clip()
+    cache = model.prefill(tokens[:, :2], actions[:, :1])
+    frames = [tokens[:, 0], tokens[:, 1]]
+    for t in (2, 3):
+        frames.append(model.generate_next(cache, actions[:, t - 1], steps=1, temperature=0, previous=frames[-1]))
+        context = torch.stack([*frames[:-1], torch.full((B, 4, 4), model.mask_id)], dim=1)
+        previous = torch.stack([frames[0], *frames[:-1]], dim=1)
+        assert torch.equal(frames[-1], model.logits(context, actions[:, :t + 1], previous)[:, t].argmax(-1))
 
 
 def test_token_groups_round_trip_and_keep_their_places() -> None:

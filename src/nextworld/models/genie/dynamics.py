@@ -15,6 +15,11 @@ Generation: ``prefill`` caches a prompt's temporal keys/values, then each ``gene
 decodes one frame by MaskGIT iterations over that frame's own tokens and appends it to the
 cache, so a new frame costs ``steps + 1`` passes over one frame's positions, not over the clip.
 
+Keeping codes (``copy_path``, off by default): the head predicts one more logit per token,
+"keep", whose probability is added to the code that the previous frame has at that place, so
+the logits become log-probabilities and ``logits``/``generate_next`` take the previous frame's
+tokens (``previous``).
+
 Token groups (``token_patch`` p > 1): each transformer position holds a p x p group of
 tokens; its embedding is the sum of per-place token embeddings (one table per place in the
 group, so swapping two tokens changes it), and the head predicts all p*p tokens of the group.
@@ -64,6 +69,9 @@ class DynamicsConfig:
     cut c uniformly in [1, T-1] and hides tokens of frames >= c only (a cut of 1 is Genie's own
     case), so the model also learns from the fully visible past it conditions on when it
     generates (Genie: 0, every frame but the first is partly hidden)."""
+    copy_path: bool = False
+    """Give every token a direct way to keep the previous frame's code at its place: the head
+    predicts one extra logit per token, "keep", whose probability is added to that code's."""
     max_frames: int = 16
     """Most frames the model attends over: training clip length and generation context."""
     token_patch: int = 1
@@ -109,7 +117,7 @@ class GenieDynamics(nn.Module):
         self.action_embedding = nn.Embedding(config.num_actions, config.dim)
         self.transformer = SpaceTimeTransformer(config.dim, config.depth, config.heads, config.mlp_ratio,
                                                 config.dropout, config.max_frames, config.positions_per_frame)
-        self.head = nn.Linear(config.dim, group * config.num_codes)
+        self.head = nn.Linear(config.dim, group * (config.num_codes + int(config.copy_path)))
         for emb in (self.token_embedding, self.action_embedding):
             nn.init.normal_(emb.weight, std=0.02)
         nn.init.normal_(self.head.weight, std=0.02)
@@ -135,6 +143,18 @@ class GenieDynamics(nn.Module):
         x = x.unflatten(-1, (p, p, -1)).unflatten(-4, (h // p, w // p))  # (..., h/p, w/p, p, p, V)
         return x.transpose(-4, -3).flatten(-5, -4).flatten(-3, -2)  # (..., h, w, V)
 
+    def _keep_previous(self, x: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+        """Head output [..., V(+1)] -> logits [..., V]; with ``copy_path``, the log-probabilities of
+        the codes with the "keep" probability added to each token's ``previous`` code [...]."""
+        if not self.config.copy_path:
+            return x
+        if previous is None:
+            raise ValueError("a copy_path dynamics needs the previous frame's tokens")
+        logp = x.float().log_softmax(dim=-1)
+        codes, keep = logp[..., :-1], logp[..., -1:]
+        index = previous[..., None]
+        return codes.scatter(-1, index, torch.logaddexp(codes.gather(-1, index), keep))
+
     def _embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """int64 [..., h, w] -> float [..., P, D]: the sum of each group's per-place token embeddings."""
         groups = self._group(tokens)  # (..., P, g)
@@ -147,19 +167,21 @@ class GenieDynamics(nn.Module):
         a = self.action_embedding(leading_actions)[:, :, None]  # (B, T-1, 1, D)
         return torch.cat([x[:, :1], x[:, 1:] + a], dim=1)  # frame 0 has no action leading to it
 
-    def logits(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def logits(self, tokens: torch.Tensor, actions: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of every token of a clip, each frame seeing only itself and earlier frames.
 
         Args:
             tokens: int64 [B, T, h, w], ids in [0, num_codes]; ``num_codes`` marks a hidden token.
             actions: int64 [B, T]; ``actions[:, t]`` is taken after frame t and conditions frame
                 t+1; the last one is unused.
+            previous: int64 [B, T, h, w], each frame's previous frame's tokens (needed with
+                ``copy_path``; frame 0's entry is unused by the loss).
         Returns:
             float [B, T, h, w, num_codes].
         """
         self._check(tokens, actions, tokens.shape[1])
         x = self._embed(tokens, actions[:, :-1])  # (B, T, P, D)
-        return self._ungroup(self.head(self.transformer(x)))  # (B, T, h, w, V)
+        return self._keep_previous(self._ungroup(self.head(self.transformer(x))), previous)  # (B, T, h, w, V)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         """MaskGIT loss on a batch of token clips.
@@ -183,7 +205,8 @@ class GenieDynamics(nn.Module):
             cut = torch.where(torch.rand(b, device=tokens.device) < self.config.clean_prefix_prob, cut, 1)
             hidden &= torch.arange(t, device=tokens.device)[None, :, None] >= cut[:, None, None]
         hidden = hidden.view(tokens.shape)  # (B, T, h, w)
-        logits = self.logits(torch.where(hidden, self.mask_id, tokens), actions)  # (B, T, h, w, V)
+        previous = torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1) if self.config.copy_path else None
+        logits = self.logits(torch.where(hidden, self.mask_id, tokens), actions, previous)  # (B, T, h, w, V)
         ce = F.cross_entropy(logits.flatten(0, 3), tokens.flatten(), reduction="none").view(tokens.shape)
         correct = (logits.detach().argmax(dim=-1) == tokens).float()  # (B, T, h, w)
         weight = hidden.float() / hidden.flatten(1).sum(dim=1).view(b, 1, 1, 1)  # each clip's hidden tokens sum to 1
@@ -210,7 +233,8 @@ class GenieDynamics(nn.Module):
 
     @torch.no_grad()
     def generate_next(self, cache: KVCache, action: torch.Tensor, steps: int = 8,
-                      temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+                      temperature: float = 1.0, generator: torch.Generator | None = None,
+                      previous: torch.Tensor | None = None) -> torch.Tensor:
         """Decode the frame that follows the cached frames under ``action``, and append it to the cache.
 
         Args:
@@ -219,6 +243,7 @@ class GenieDynamics(nn.Module):
             steps: MaskGIT iterations.
             temperature: sampling temperature (0: argmax).
             generator: draws the samples (torch's global generator when None).
+            previous: int64 [B, h, w], the last cached frame's tokens (needed with ``copy_path``).
         Returns:
             tokens int64 [B, h, w] of the new frame.
         """
@@ -238,7 +263,8 @@ class GenieDynamics(nn.Module):
             return self.transformer(x, cache=cache, update_cache=update_cache)[:, 0]  # (B, P, D)
 
         def predict(frame: torch.Tensor) -> torch.Tensor:
-            return self._ungroup(self.head(run(frame, False))).flatten(1, 2)  # (B, S, V), row-major
+            raw = self._ungroup(self.head(run(frame, False)))  # (B, h, w, V(+1))
+            return self._keep_previous(raw, previous).flatten(1, 2)  # (B, S, V), row-major
 
         frame = maskgit.decode(predict, b, s, self.mask_id, steps, temperature,
                                device=action.device, generator=generator)  # (B, S)

@@ -55,8 +55,11 @@ def save_dream_samples(dynamics: GenieDynamics, tokenizer: VideoTokenizer, lam: 
     device = next(dynamics.parameters()).device
     x = to_model_frames(frames.to(device))  # (count, T, C, H, W)
     actions = lam.infer_actions(x)  # (count, T-1)
-    cache = dynamics.prefill(tokenizer.encode(x[:, :1]))
-    generated = [dynamics.generate_next(cache, actions[:, k], temperature=0.0) for k in range(actions.shape[1])]
+    generated = [tokenizer.encode(x[:, :1])[:, 0]]  # (count, h, w) each
+    cache = dynamics.prefill(generated[0][:, None])
+    for k in range(actions.shape[1]):
+        generated.append(dynamics.generate_next(cache, actions[:, k], temperature=0.0, previous=generated[-1]))
+    generated = generated[1:]
     dreamed = tokenizer.decode(torch.stack(generated, dim=1))  # (count, T-1, C, H, W)
     dreamed = to_stored_frames(dreamed).cpu().numpy()
     rows = [r for i in range(count) for r in (frames[i, 1:].numpy(), dreamed[i])]

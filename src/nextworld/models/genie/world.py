@@ -191,7 +191,8 @@ class GenieWorld(nn.Module):
         if cache.length >= self.max_frames:  # slide: keep the last max_frames - 1 frames
             tokens, actions = tokens[:, 1:], actions[:, 1:]
             cache = self.dynamics.prefill(tokens, actions)
-        new = self.dynamics.generate_next(cache, action, self.sample_steps, self.temperature, generator)  # (B, h, w)
+        new = self.dynamics.generate_next(cache, action, self.sample_steps, self.temperature, generator,
+                                          previous=tokens[:, -1])  # (B, h, w)
         state = GenieState(torch.cat([tokens, new[:, None]], dim=1), torch.cat([actions, action[:, None]], dim=1), cache)
         return state, Prediction(frames=self.decode(state), tokens=new)
 

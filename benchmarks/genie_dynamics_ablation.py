@@ -1,12 +1,14 @@
-"""Ablation: Genie's dynamics trained with a clean prefix of frames, against Genie's own masking.
+"""Ablations of Genie's dynamics: a clean prefix of frames in training, a path to keep codes.
 
-    python benchmarks/genie_clean_prefix.py RUN --data TRAIN --out OUT --prob 1.0 [--steps 1500]
+    python benchmarks/genie_dynamics_ablation.py RUN --data TRAIN --out OUT [--prob 1.0] [--copy-path] [--steps 1500]
 
 Trains only the dynamics stage of the ``tiny`` preset into ``OUT`` on ``RUN``'s trained
 tokenizer and latent action model (linked, not copied), with
-``DynamicsConfig.clean_prefix_prob`` set to ``--prob`` (0 is Genie's scheme: every frame but
-the first hides 50-100% of its tokens). Evaluate each ``OUT`` with ``nextworld eval OUT --data
-VALIDATION --sample-steps 2 --temperature 0 --max-clips 256`` and compare ``psnr_tK``.
+``DynamicsConfig.clean_prefix_prob`` set to ``--prob`` (0, the default, is Genie's scheme:
+every frame but the first hides 50-100% of its tokens) and ``copy_path`` on with
+``--copy-path``. Evaluate each ``OUT`` with ``nextworld eval OUT --data VALIDATION
+--sample-steps 2 --temperature 0 --max-clips 256`` and compare ``psnr_tK`` (and ``copy_psnr_tK``,
+``delta_psnr_t4``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--prob", type=float, required=True)
+    parser.add_argument("--prob", type=float, default=0.0, help="clean_prefix_prob")
+    parser.add_argument("--copy-path", action="store_true", help="copy_path")
     parser.add_argument("--steps", type=int, default=1500)
     args = parser.parse_args()
-    presets.DYNAMICS_SHAPES["tiny"] = dict(presets.DYNAMICS_SHAPES["tiny"], clean_prefix_prob=args.prob)
+    presets.DYNAMICS_SHAPES["tiny"] = dict(presets.DYNAMICS_SHAPES["tiny"], clean_prefix_prob=args.prob,
+                                           copy_path=args.copy_path)
     args.out.mkdir(parents=True, exist_ok=True)
     for stage in ("tokenizer", "lam"):
         if not (args.out / stage).exists():
