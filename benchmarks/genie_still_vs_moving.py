@@ -21,7 +21,7 @@ import torch
 
 from nextworld.data.windows import open_clips
 from nextworld.eval.evaluate import EVAL_WINDOW
-from nextworld.eval.genie_eval import ROLLOUT_STEPS, _frames, spaced_indices
+from nextworld.eval.genie_eval import ROLLOUT_STEPS, _frames, copy_baseline, spaced_indices
 from nextworld.eval.metrics import psnr
 from nextworld.play.world import load_world_model
 
@@ -52,8 +52,7 @@ def main() -> None:
         dreamed.append(psnr(world.rollout(x[:, :1], world.infer_actions(x), generator), real))
         codes = world.tokenizer.encode(x)  # (B, T, h, w)
         kept.append((codes[:, 1:] == codes[:, :-1]).float().flatten(1).mean(1))
-        prompt = world.tokenizer.decode(codes[:, :1])  # (B, 1, C, H, W)
-        copied.append(psnr(prompt.expand_as(real), real))
+        copied.append(copy_baseline(world, x))
         still.append((psnr(x[:, :1].expand_as(real), real) > STILL_DB).all(dim=1))
     dreamed_t, copied_t, still_t = torch.cat(dreamed), torch.cat(copied), torch.cat(still)
     report = {"world": args.world, "data": args.data, "clips": len(indices), "still_clips": int(still_t.sum()),

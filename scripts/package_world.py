@@ -26,10 +26,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from nextworld.atomic_files import replace_directory, write_atomic
+from nextworld.atomic_files import read_json, replace_directory, write_atomic
 from nextworld.models.base import CONFIG_NAME, WEIGHTS_NAME, read_checkpoint_config
 from nextworld.models.genie.world import STAGE_FAMILIES, WORLD_FILE
-from nextworld.play.controls import CONTROLS_FILE, read_key_map
+from nextworld.play.controls import CONTROLS_FILE, KEY_SYMBOLS, read_key_map
+from nextworld.train.metrics_log import METRICS_NAME, read_records
 from nextworld.zoo import ZOO_DIR
 
 
@@ -65,15 +66,13 @@ def package(run: Path, name: str, dtype: torch.dtype, max_mb: float, overwrite: 
 def stage_compute(run: Path, stage: str) -> dict:
     """Steps, batch, wall-clock minutes and device of one stage, from its run directory."""
     config = read_checkpoint_config(run / stage)
-    records = [json.loads(line) for line in (run / stage / "metrics.jsonl").read_text().splitlines() if line]
+    records = read_records(run / stage / METRICS_NAME)
     seconds = sum(r["perf/seconds_per_step"] * (r["step"] - prev["step"])
                   for prev, r in zip([{"step": 0}, *records], records))
     return {"steps": records[-1]["step"], "batch_size": config["train"]["batch_size"],
             "lr": config["train"]["lr"], "minutes": round(seconds / 60, 1), "device": config["train"]["device"]}
 
 
-KEY_SYMBOLS = {"ArrowLeft": "←", "ArrowRight": "→", "ArrowUp": "↑", "ArrowDown": "↓", "Space": "Space"}
-"""How the card writes each key that ``controls.json`` may map."""
 
 
 def keys_section(target: Path, metrics: dict) -> str:
@@ -90,7 +89,7 @@ def keys_section(target: Path, metrics: dict) -> str:
     for key, action in controls.items():
         keys_of.setdefault(action, []).append(KEY_SYMBOLS[key])
     meta = Path(str(metrics.get("data"))) / "meta.json"  # the evaluation data names the real actions
-    names = json.loads(meta.read_text()).get("source", {}).get("action_names") if meta.is_file() else None
+    names = read_json(meta).get("source", {}).get("action_names") if meta.is_file() else None
 
     def real(a: int) -> str:
         index = metrics["action_map"][a]
@@ -114,7 +113,7 @@ right on {metrics['action_map_accuracy']:.1%} of held-out transitions (the major
 
 def sampling_section(target: Path) -> str:
     """The card's line on how the world samples, from ``world.json`` (scripts/choose_sampling.py writes it)."""
-    sampling = json.loads((target / WORLD_FILE).read_text()).get("sampling")
+    sampling = read_json(target / WORLD_FILE).get("sampling")
     if not sampling:
         return ""
     chosen = sampling.get("chosen_on")

@@ -27,7 +27,7 @@ from nextworld.models.genie.training import GenieTrainConfig
 from nextworld.models.jepa.training import JEPATrainConfig
 from nextworld.planning.episodes import PlanConfig
 from nextworld.play.dream import DreamConfig
-from nextworld.play.server import ServeConfig
+from nextworld.play.serve_config import ServeConfig
 
 console = Console(soft_wrap=True)  # never break a path across lines
 

@@ -48,7 +48,7 @@ from nextworld.train.checkpoint import STATE_DIR, TrainingState, load_optimizer_
     save_training_state
 from nextworld.train.distributed import resolve_device
 from nextworld.train.interrupt import StopSignals
-from nextworld.train.metrics_log import MetricsLog
+from nextworld.train.metrics_log import METRICS_NAME, MetricsLog, read_records
 from nextworld.train.rng import capture_rng, derive_seed, restore_rng, seed_everything
 
 REPLAY_DIR = "replay"
@@ -356,7 +356,7 @@ def _train(cfg: DreamerTrainConfig, env: PixelEnv, eval_env: PixelEnv | None, st
     with StopSignals() as stop, \
             MetricsLog(run_dir, resumed_step=resumed_at if cfg.resume else None, enabled=True) as log, \
             _progress(cfg, resumed_at) as (bar, task):
-        curve = _read_curve(run_dir / "metrics.jsonl")  # after MetricsLog dropped what followed the checkpoint
+        curve = _read_curve(run_dir / METRICS_NAME)  # after MetricsLog dropped what followed the checkpoint
         if not cfg.resume:
             checkpoint({})
         frame = env.reset(derive_seed(cfg.seed, 4, counters["episodes"]) % 2**31)
@@ -420,16 +420,8 @@ def _train(cfg: DreamerTrainConfig, env: PixelEnv, eval_env: PixelEnv | None, st
 
 def _read_curve(path: Path) -> list[tuple[int, float, float]]:
     """(env step, eval success rate, eval mean return) of the evaluations logged so far."""
-    curve = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "eval/success_rate" in record:
-                curve.append((int(record["step"]), record["eval/success_rate"], record["eval/mean_return"]))
-    return curve
+    return [(int(r["step"]), r["eval/success_rate"], r["eval/mean_return"])
+            for r in read_records(path) if "eval/success_rate" in r]
 
 
 def _bar_info(recent: list[dict[str, Any]], last_eval: dict[str, float], counters: dict[str, Any]) -> str:

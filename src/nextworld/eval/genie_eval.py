@@ -71,6 +71,14 @@ def _frames(clips: ClipDataset, indices: np.ndarray, device: torch.device) -> to
 
 
 @torch.no_grad()
+def copy_baseline(world: GenieWorld, clips: torch.Tensor) -> torch.Tensor:
+    """PSNR [B, T-1] of a world that never moves: each clip's first frame, through the world's
+    tokenizer, against its real frames 1..T-1 (clips float [B, T, C, H, W] in [0, 1])."""
+    still = world.tokenizer.decode(world.tokenizer.encode(clips[:, :1]))  # (B, 1, C, H, W)
+    return psnr(still.expand_as(clips[:, 1:]), clips[:, 1:])
+
+
+@torch.no_grad()
 def rollout_metrics(world: GenieWorld, clips: ClipDataset, indices: np.ndarray, *, batch_size: int, seed: int,
                     progress: Progress) -> tuple[dict[str, float], list[np.ndarray]]:
     """``psnr_tK``, ``copy_psnr_tK`` and ``delta_psnr_t4`` over clips ``indices``; and picture rows of a few of them.
@@ -100,8 +108,7 @@ def rollout_metrics(world: GenieWorld, clips: ClipDataset, indices: np.ndarray, 
         dreamed_random = world.rollout(x[:, :1], random_actions.to(device), generator)  # (B, DELTA_STEP, C, H, W)
         generator.set_state(after)
         psnr_sums += psnr(dreamed, x[:, 1:]).sum(dim=0).double().cpu()
-        still = world.tokenizer.decode(world.tokenizer.encode(x[:, :1]))  # (B, 1, C, H, W): the prompt, tokenized
-        copy_sums += psnr(still.expand_as(x[:, 1:]), x[:, 1:]).sum(dim=0).double().cpu()
+        copy_sums += copy_baseline(world, x).sum(dim=0).double().cpu()
         random_sum += float(psnr(dreamed_random[:, -1], x[:, DELTA_STEP]).sum())
         for i in range(b):
             if start + i in shown:

@@ -18,7 +18,9 @@ from nextworld.atomic_files import read_json
 from nextworld.errors import UserInputError
 
 CONTROLS_FILE = "controls.json"
-MAPPABLE_KEYS = ("ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Space")
+KEY_SYMBOLS = {"ArrowLeft": "←", "ArrowRight": "→", "ArrowUp": "↑", "ArrowDown": "↓", "Space": "Space"}
+"""The keys ``controls.json`` may map, and how to write each for a person."""
+MAPPABLE_KEYS = tuple(KEY_SYMBOLS)
 """The keys ``controls.json`` may map (number keys always pick actions by index)."""
 
 

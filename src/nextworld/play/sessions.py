@@ -42,6 +42,13 @@ MAX_SAMPLE_STEPS = 64
 MAX_TEMPERATURE = 10.0
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    """An image uint8 [H, W, 3] as PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def sampling_settings(model: Any) -> dict[str, Any] | None:
     """The sampling settings a player may change, or None for a world without any.
 
@@ -103,12 +110,6 @@ class PlaySession:
         self._record(frame, "t=0 prompt")
         return frame
 
-    def restart(self) -> np.ndarray:
-        """Start again from the last prompt."""
-        if self.prompt is None:
-            raise UserInputError("reset: no prompt yet; pick a dataset frame, upload an image or draw a sketch")
-        return self.reset(self.prompt)
-
     def step(self, action: Any) -> np.ndarray:
         """The next frame uint8 [H, W, 3] under ``action`` (an int in the world's action space)."""
         if self.world.frame is None:
@@ -141,10 +142,7 @@ class PlaySession:
         """
         world = World(self.world.model, self.seed)
         scale = max(1, 64 // world.frame_shape[1])
-        grid = draw_atlas(world, [prompt], self.atlas_steps, self.seed, scale)
-        buffer = io.BytesIO()
-        Image.fromarray(grid).save(buffer, format="PNG")
-        return buffer.getvalue()
+        return png_bytes(draw_atlas(world, [prompt], self.atlas_steps, self.seed, scale))
 
     # ------------------------------------------------------------------------ recording
 
@@ -163,10 +161,6 @@ class PlaySession:
             self.recording.append((frame, caption))
             if len(self.recording) >= self.max_record_frames:
                 self.recording_on = False
-
-    @property
-    def recording_full(self) -> bool:
-        return len(self.recording) >= self.max_record_frames
 
     def recording_file(self, fmt: str) -> bytes:
         """The recording as GIF or MP4 bytes: each frame upscaled with its step and action written beneath."""

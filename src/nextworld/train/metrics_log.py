@@ -83,14 +83,19 @@ class MetricsLog:
         self.close()
 
 
+def read_records(path: Path) -> list[dict]:
+    """The records of a ``metrics.jsonl`` in order (a line a kill cut short is skipped; none if no file)."""
+    records = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
 def _truncate_after(path: Path, step: int) -> None:
     """Keep the records with step <= ``step`` (and drop a line a kill cut short)."""
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("step", 0) <= step:
-            kept.append(line + "\n")
+    kept = [json.dumps(r) + "\n" for r in read_records(path) if r.get("step", 0) <= step]
     write_atomic(path, lambda tmp: tmp.write_text("".join(kept)))
