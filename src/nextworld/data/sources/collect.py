@@ -47,6 +47,10 @@ class CollectConfig:
     ``crossing`` (Two-Rooms only): wandering, with 60% of episodes started beside the door heading through it."""
     sticky_prob: float = 0.75
     """Probability that the sticky policy repeats its previous action."""
+    actions: str | None = None
+    """Procgen only: the action ids the random and sticky policies draw from, comma-separated
+    (default: all 15). CoinRun tells only six apart: ``1,2,4,5,7,8`` is LEFT, LEFT+UP, NOOP, UP,
+    RIGHT, RIGHT+UP (the rest repeat one of these or press keys the game ignores)."""
     seed: int = 0
     """Seed of the policy and the environments; the same config gives the same dataset.
     Gym episode ``i`` is reset with seed ``seed + i``."""
@@ -135,4 +139,6 @@ def collect(cfg: CollectConfig) -> CollectSummary:
     if cfg.policy in ("wandering", "crossing") and kind != "tworooms":
         raise UserInputError(f"policy {cfg.policy}: Two-Rooms only (it turns a continuous heading); "
                              f"use random or sticky for {cfg.source}")
+    if cfg.actions is not None and kind != "procgen":
+        raise UserInputError(f"actions {cfg.actions}: Procgen only; {cfg.source} draws from its whole action space")
     return collector(name, cfg)

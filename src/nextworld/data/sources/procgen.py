@@ -84,6 +84,20 @@ def _check(game: str, cfg: CollectConfig) -> tuple[int, int]:
     return parse_range(cfg.levels, "levels")
 
 
+def parse_action_subset(text: str | None) -> np.ndarray:
+    """The action ids a policy draws from: ``"1,2,7"`` -> int64 [3]; None -> all 15."""
+    if text is None:
+        return np.arange(PROCGEN_NUM_ACTIONS)
+    try:
+        ids = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UserInputError(f"actions {text!r}: expected comma-separated action ids such as 1,2,7") from None
+    bad = [i for i in ids if not 0 <= i < PROCGEN_NUM_ACTIONS]
+    if bad or len(set(ids)) != len(ids):
+        raise UserInputError(f"actions {text!r}: expected distinct ids in [0, {PROCGEN_NUM_ACTIONS})")
+    return np.asarray(sorted(ids), np.int64)
+
+
 def collect_procgen(game: str, cfg: CollectConfig) -> CollectSummary:
     """Collect ``cfg.episodes`` complete Procgen episodes of ``game`` into ``cfg.out``.
 
@@ -91,13 +105,15 @@ def collect_procgen(game: str, cfg: CollectConfig) -> CollectSummary:
     rewards float32 [T] and end flags bool [T]; each episode's level seed is its ``level``.
     """
     levels = _check(game, cfg)
+    allowed = parse_action_subset(cfg.actions)  # int64 [A]
     started = time.perf_counter()
     env = ProcgenGym3Env(num=cfg.num_envs, env_name=game, distribution_mode="hard",
                          start_level=levels[0], num_levels=levels[1] - levels[0], rand_seed=cfg.seed)
     source = {
         "kind": "procgen", "game": game, "distribution_mode": "hard", "levels": list(levels),
-        "policy": cfg.policy, "sticky_prob": cfg.sticky_prob, "seed": cfg.seed,
-        "num_envs": cfg.num_envs, "max_episode_steps": cfg.max_episode_steps,
+        "policy": cfg.policy, "sticky_prob": cfg.sticky_prob,
+        "policy_actions": allowed.tolist(), "seed": cfg.seed, "num_envs": cfg.num_envs,
+        "max_episode_steps": cfg.max_episode_steps,
         "action_names": ["+".join(combo) or "NOOP" for combo in env.combos],
     }
     rng = np.random.default_rng(cfg.seed)
@@ -115,7 +131,7 @@ def collect_procgen(game: str, cfg: CollectConfig) -> CollectSummary:
                 for i in range(cfg.num_envs)]
             actions = np.zeros(cfg.num_envs, np.int64)
             while writer.num_episodes < cfg.episodes:
-                uniform = rng.integers(0, PROCGEN_NUM_ACTIONS, cfg.num_envs)  # [num_envs]
+                uniform = allowed[rng.integers(0, len(allowed), cfg.num_envs)]  # [num_envs]
                 if cfg.policy == "sticky":
                     # an episode's first action has nothing to repeat
                     repeat = (rng.random(cfg.num_envs) < cfg.sticky_prob) & ~first
