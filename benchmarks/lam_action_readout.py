@@ -1,13 +1,14 @@
 """Does a latent action model tell CoinRun's actions apart? NMI and the code-by-action table (issue 3: ``action_nmi``).
 
 Trains the ``tiny`` latent action model alone on ``--data`` for ``--steps`` (optionally with
-``LatentActionConfig.pixel_differences``), or reads an already trained one (``--lam DIR``),
+``LatentActionConfig.pixel_differences``, or with a shorter context ``--max-frames``: 2 leaves the
+decoder frame t alone, so motion the past would predict has to pass through the action), or reads an already trained one (``--lam DIR``),
 and tabulates its latent actions on the 11-frame clips of ``--eval-data`` against the
 recorded actions: NMI with the raw action (what ``action_nmi`` measures) and with the action
 merged into the six classes CoinRun tells apart (left, left+jump, nothing, jump, right,
 right+jump), and the table of codes by class, which shows what the codes split on.
 
-    python benchmarks/lam_action_readout.py --data TRAIN --eval-data HELDOUT --out OUT [--steps 1000] [--pixel-differences]
+    python benchmarks/lam_action_readout.py --data TRAIN --eval-data HELDOUT --out OUT [--steps 1000] [--pixel-differences] [--max-frames 2]
     python benchmarks/lam_action_readout.py --lam RUN/lam --eval-data HELDOUT
 
 Training 1,000 steps takes about 4 minutes on 2 CPU cores.
@@ -64,13 +65,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="run directory to train into (without --lam)")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--pixel-differences", action="store_true")
+    parser.add_argument("--max-frames", type=int, help="the LAM's clip length (the tiny preset's when unset)")
     parser.add_argument("--max-clips", type=int, default=1024)
     args = parser.parse_args()
     if args.lam is None:
         if args.data is None or args.out is None:
             parser.error("give --lam, or --data and --out to train one")
-        presets.LAM_PRESETS["tiny"] = dataclasses.replace(presets.LAM_PRESETS["tiny"],
-                                                          pixel_differences=args.pixel_differences)
+        tiny = presets.LAM_PRESETS["tiny"]
+        presets.LAM_PRESETS["tiny"] = dataclasses.replace(tiny, pixel_differences=args.pixel_differences,
+                                                          max_frames=args.max_frames or tiny.max_frames)
         train_genie(GenieTrainConfig(data=args.data, out=args.out, stage="lam", steps=args.steps, progress=False))
         args.lam = args.out / "lam"
     result = readout(load_pretrained(args.lam, "genie-lam").eval(), args.eval_data, args.max_clips)
