@@ -132,3 +132,25 @@ def test_corrupt_shard_and_mismatched_checkpoint_exit_2(tmp_path: Path, coinrun:
     config_path.write_text(json.dumps(config))
     assert_one_line_error(run_cli("eval", str(run), "--data", str(coinrun["heldout"])),
                            "model.safetensors: tensors do not match config.json")
+
+
+def test_every_verb_names_an_arguments_dataclass():
+    import dataclasses
+
+    from nextworld.cli import VERBS, arguments_class
+
+    entries = [e for v in VERBS.values() for e in (v.values() if isinstance(v, dict) else [v])]
+    assert len(entries) == 10
+    for path, runner in entries:
+        assert dataclasses.is_dataclass(arguments_class(path)) and callable(runner)
+
+
+def test_a_light_verb_does_not_load_torch(coinrun):
+    import subprocess
+    import sys
+
+    script = ("import sys; from nextworld.cli import main; "
+              f"code = main(['info', {str(coinrun['train'])!r}]); "
+              "sys.exit(code or ('torch' in sys.modules and 3))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:] + " (exit 3: torch was imported)"

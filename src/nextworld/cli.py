@@ -7,27 +7,30 @@ on stderr and exit 2; Ctrl-C exits 130 after whatever the library saved.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import TYPE_CHECKING, Annotated, Callable
 
 import tyro
 from rich.console import Console
 from rich.table import Table
 
-from nextworld.agents.dreamer import DreamerTrainConfig
-from nextworld.data.sources.collect import CollectConfig
-from nextworld.data.sources.video import IngestConfig
 from nextworld.errors import UserInputError
-from nextworld.eval.evaluate import EvalConfig
-from nextworld.models.genie.training import GenieTrainConfig
-from nextworld.models.jepa.training import JEPATrainConfig
-from nextworld.planning.episodes import PlanConfig
-from nextworld.play.dream import DreamConfig
-from nextworld.play.serve_config import ServeConfig
+
+if TYPE_CHECKING:  # imported when their verb runs (see VERBS), so a light verb does not load torch
+    from nextworld.agents.dreamer import DreamerTrainConfig
+    from nextworld.data.sources.collect import CollectConfig
+    from nextworld.data.sources.video import IngestConfig
+    from nextworld.eval.evaluate import EvalConfig
+    from nextworld.models.genie.training import GenieTrainConfig
+    from nextworld.models.jepa.training import JEPATrainConfig
+    from nextworld.planning.episodes import PlanConfig
+    from nextworld.play.dream import DreamConfig
+    from nextworld.play.serve_config import ServeConfig
 
 console = Console(soft_wrap=True)  # never break a path across lines
 
@@ -228,20 +231,28 @@ def run_serve(cfg: ServeConfig) -> int:
 
 # ---------------------------------------------------------------------------- dispatch
 
-Verb = tuple[type, Callable[..., int]]
+Verb = tuple[str, Callable[..., int]]
 
 VERBS: dict[str, Verb | dict[str, Verb]] = {
-    "collect": (CollectConfig, run_collect),
-    "ingest": (IngestConfig, run_ingest),
-    "info": (InfoArgs, run_info),
-    "train": {"genie": (GenieTrainConfig, run_train_genie), "jepa": (JEPATrainConfig, run_train_jepa),
-              "dreamer": (DreamerTrainConfig, run_train_dreamer)},
-    "eval": (EvalConfig, run_eval),
-    "dream": (DreamConfig, run_dream),
-    "plan": (PlanConfig, run_plan),
-    "serve": (ServeConfig, run_serve),
+    "collect": ("nextworld.data.sources.collect:CollectConfig", run_collect),
+    "ingest": ("nextworld.data.sources.video:IngestConfig", run_ingest),
+    "info": ("nextworld.cli:InfoArgs", run_info),
+    "train": {"genie": ("nextworld.models.genie.training:GenieTrainConfig", run_train_genie),
+              "jepa": ("nextworld.models.jepa.training:JEPATrainConfig", run_train_jepa),
+              "dreamer": ("nextworld.agents.dreamer:DreamerTrainConfig", run_train_dreamer)},
+    "eval": ("nextworld.eval.evaluate:EvalConfig", run_eval),
+    "dream": ("nextworld.play.dream:DreamConfig", run_dream),
+    "plan": ("nextworld.planning.episodes:PlanConfig", run_plan),
+    "serve": ("nextworld.play.serve_config:ServeConfig", run_serve),
 }
-"""verb -> (arguments dataclass, runner), or for verbs per model family, family -> that."""
+"""verb -> ("module:ArgumentsDataclass", runner), or for verbs per model family, family -> that.
+The dataclass is imported only when its verb is used: most pull in torch, which takes a second."""
+
+
+def arguments_class(path: str) -> type:
+    """The arguments dataclass named by ``"module:Class"``."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _usage() -> str:
@@ -252,7 +263,7 @@ def _usage() -> str:
         if isinstance(entry, dict):
             summary = f"Train a model of one family ({', '.join(entry)}); see `nextworld {name} FAMILY --help`."
         else:
-            summary = (entry[0].__doc__ or "").strip().splitlines()[0]
+            summary = (arguments_class(entry[0]).__doc__ or "").strip().splitlines()[0]
         lines.append(f"  {name + families:<16} {summary}")
     return "\n".join(lines)
 
@@ -269,11 +280,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     entry = VERBS[verb]
     if isinstance(entry, dict):
-        args = tyro.extras.subcommand_cli_from_dict({name: cls for name, (cls, _) in entry.items()},
-                                                    args=rest, prog=f"nextworld {verb}")
-        runner = next(run for cls, run in entry.values() if isinstance(args, cls))
+        family = rest[0] if rest and rest[0] in entry else None
+        # only the named family's module is imported; without one (or with --help) tyro lists them all
+        chosen = {family: entry[family]} if family else entry
+        classes = {name: arguments_class(path) for name, (path, _) in chosen.items()}
+        args = tyro.extras.subcommand_cli_from_dict(classes, args=rest, prog=f"nextworld {verb}")
+        runner = next(chosen[name][1] for name, cls in classes.items() if isinstance(args, cls))
     else:
-        cls, runner = entry
+        path, runner = entry
+        cls = arguments_class(path)
         args = tyro.cli(cls, args=rest, prog=f"nextworld {verb}", description=cls.__doc__)
     try:
         return runner(args)
