@@ -1,12 +1,14 @@
 """Ablations of Genie's dynamics: a clean prefix of frames in training, a path to keep codes.
 
     python benchmarks/genie_dynamics_ablation.py RUN --data TRAIN --out OUT [--prob 1.0] [--copy-path] [--steps 1500]
+        [--dim 256 --depth 6 --heads 8]
 
 Trains only the dynamics stage of the ``tiny`` preset into ``OUT`` on ``RUN``'s trained
 tokenizer and latent action model (linked, not copied), with
 ``DynamicsConfig.clean_prefix_prob`` set to ``--prob`` (0, the default, is Genie's scheme:
 every frame but the first hides 50-100% of its tokens) and ``copy_path`` on with
-``--copy-path``. Evaluate each ``OUT`` with ``nextworld eval OUT --data VALIDATION
+``--copy-path``; ``--dim``, ``--depth`` and ``--heads`` change the transformer's size (the tiny
+preset's 128, 4, 4 when unset; the small preset's are 256, 6, 8). Evaluate each ``OUT`` with ``nextworld eval OUT --data VALIDATION
 --sample-steps 2 --temperature 0 --max-clips 256`` and compare ``psnr_tK`` (and ``copy_psnr_tK``,
 ``delta_psnr_t4``).
 """
@@ -29,9 +31,12 @@ def main() -> None:
     parser.add_argument("--prob", type=float, default=0.0, help="clean_prefix_prob")
     parser.add_argument("--copy-path", action="store_true", help="copy_path")
     parser.add_argument("--steps", type=int, default=1500)
+    for name in ("dim", "depth", "heads"):
+        parser.add_argument(f"--{name}", type=int, help=f"the transformer's {name} (the tiny preset's when unset)")
     args = parser.parse_args()
+    sizes = {name: getattr(args, name) for name in ("dim", "depth", "heads") if getattr(args, name) is not None}
     presets.DYNAMICS_SHAPES["tiny"] = dict(presets.DYNAMICS_SHAPES["tiny"], clean_prefix_prob=args.prob,
-                                           copy_path=args.copy_path)
+                                           copy_path=args.copy_path, **sizes)
     args.out.mkdir(parents=True, exist_ok=True)
     for stage in ("tokenizer", "lam"):
         if not (args.out / stage).exists():

@@ -41,6 +41,8 @@ from nextworld.models.genie.world import WORLD_FILE, GenieWorld
 
 MAX_SHIFT = 4
 MARGIN = MAX_SHIFT + 4
+ORACLE_DONE = "oracle_dynamics_done"
+"""Marks a finished oracle dynamics in OUT (its world.json is removed: the linked LAM does not fit it)."""
 
 
 class MotionOracle(nn.Module):
@@ -64,6 +66,7 @@ class MotionOracle(nn.Module):
         errors = torch.stack([
             ((centre - later[..., MARGIN + dy:h - MARGIN + dy, MARGIN + dx:w - MARGIN + dx]) ** 2).mean(dim=(-2, -1))
             for dy, dx in shifts])  # (81, B, T-1)
+        # ties (a flat centre) go to the first shift in (dy, dx) order, as in action_visibility.py
         best = torch.tensor(shifts, device=frames.device)[errors.argmin(dim=0)]  # (B, T-1, 2)
         signs = best.sign() + 1  # (B, T-1, 2) in {0, 1, 2}
         return (3 * signs[..., 0] + signs[..., 1]).long()
@@ -87,9 +90,15 @@ def main() -> None:
     for stage in ("tokenizer", "lam"):  # the lam's weights are only hashed into the dynamics' config
         if not (args.out / stage).exists():
             os.symlink((args.run / stage).resolve(), args.out / stage)
-    if not (args.out / WORLD_FILE).is_file():  # written when the dynamics has finished; resumes a cut run
-        train_genie(GenieTrainConfig(data=args.data, out=args.out, stage="dynamics", steps=args.steps,
-                                     resume=(args.out / "dynamics").exists()))
+    done = args.out / ORACLE_DONE
+    if not done.is_file():  # a run cut short (Ctrl-C) resumes from the dynamics' last checkpoint
+        results = train_genie(GenieTrainConfig(data=args.data, out=args.out, stage="dynamics", steps=args.steps,
+                                               resume=(args.out / "dynamics").exists()))
+        # world.json would pair the linked 8-action LAM with this 9-action dynamics: not a world to load
+        (args.out / WORLD_FILE).unlink(missing_ok=True)
+        if results["dynamics"].interrupted:
+            raise SystemExit(130)
+        done.write_text("the dynamics here was trained on the motion oracle's actions\n")
     world = GenieWorld(load_pretrained(args.out / "tokenizer", "genie-tokenizer"), oracle,
                        load_pretrained(args.out / "dynamics", "genie-dynamics"))
     world.set_sampling(args.sample_steps, args.temperature)

@@ -68,6 +68,10 @@ def main() -> None:
     parser.add_argument("--max-frames", type=int, help="the LAM's clip length (the tiny preset's when unset)")
     parser.add_argument("--max-clips", type=int, default=1024)
     args = parser.parse_args()
+    if args.lam is not None and (args.max_frames is not None or args.pixel_differences or args.data is not None):
+        parser.error("--lam reads a trained model; --data, --max-frames and --pixel-differences are for training one")
+    if args.max_frames is not None and args.max_frames < 2:
+        parser.error("--max-frames must be at least 2 (one transition)")
     if args.lam is None:
         if args.data is None or args.out is None:
             parser.error("give --lam, or --data and --out to train one")

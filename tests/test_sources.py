@@ -83,11 +83,16 @@ def test_same_config_gives_the_same_coinrun_dataset(coinrun_sticky, tmp_path):
     assert any(not np.array_equal(a["frames"], b["frames"]) for a, b in zip(first, other))
 
 
-def test_a_policy_restricted_to_some_actions_draws_only_those(tmp_path):
-    collect(coinrun_config(tmp_path / "two", policy="random", actions="7,1"))
+@pytest.mark.parametrize("policy", ["random", "sticky"])
+def test_a_policy_restricted_to_some_actions_draws_only_those(tmp_path, policy):
+    collect(coinrun_config(tmp_path / "two", policy=policy, actions="7,1"))
     drawn = np.concatenate([e["actions"] for e in all_arrays(tmp_path / "two")])
     assert set(drawn.tolist()) == {1, 7}
     assert EpisodeDataset(tmp_path / "two").meta["source"]["policy_actions"] == [1, 7]
+
+
+def test_a_dataset_of_all_actions_records_no_action_subset(coinrun_sticky):
+    assert "policy_actions" not in EpisodeDataset(coinrun_sticky).meta["source"]
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -95,7 +100,7 @@ def test_a_policy_restricted_to_some_actions_draws_only_those(tmp_path):
     (dict(actions="1,15"), "actions '1,15': expected distinct ids"),
     (dict(actions="1,1"), "actions '1,1': expected distinct ids"),
     (dict(actions="left"), "actions 'left': expected comma-separated"),
-    (dict(source="gym:MiniGrid-Empty-5x5-v0", actions="1"), "actions 1: Procgen only"),
+    (dict(source="gym:MiniGrid-Empty-5x5-v0", actions="1"), "actions '1': Procgen only"),
     (dict(levels="9:3"), "levels '9:3'"),
     (dict(size=32), "size 32"),
     (dict(source="atari:Pong"), "source 'atari:Pong': unknown"),

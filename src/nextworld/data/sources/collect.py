@@ -140,5 +140,5 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         raise UserInputError(f"policy {cfg.policy}: Two-Rooms only (it turns a continuous heading); "
                              f"use random or sticky for {cfg.source}")
     if cfg.actions is not None and kind != "procgen":
-        raise UserInputError(f"actions {cfg.actions}: Procgen only; {cfg.source} draws from its whole action space")
+        raise UserInputError(f"actions {cfg.actions!r}: Procgen only; {cfg.source} draws from its whole action space")
     return collector(name, cfg)

@@ -111,11 +111,12 @@ def collect_procgen(game: str, cfg: CollectConfig) -> CollectSummary:
                          start_level=levels[0], num_levels=levels[1] - levels[0], rand_seed=cfg.seed)
     source = {
         "kind": "procgen", "game": game, "distribution_mode": "hard", "levels": list(levels),
-        "policy": cfg.policy, "sticky_prob": cfg.sticky_prob,
-        "policy_actions": allowed.tolist(), "seed": cfg.seed, "num_envs": cfg.num_envs,
-        "max_episode_steps": cfg.max_episode_steps,
+        "policy": cfg.policy, "sticky_prob": cfg.sticky_prob, "seed": cfg.seed,
+        "num_envs": cfg.num_envs, "max_episode_steps": cfg.max_episode_steps,
         "action_names": ["+".join(combo) or "NOOP" for combo in env.combos],
     }
+    if cfg.actions is not None:  # recorded only when restricted, so a dataset of all actions is as before
+        source["policy_actions"] = allowed.tolist()
     rng = np.random.default_rng(cfg.seed)
     try:
         with EpisodeWriter(cfg.out, fps=PROCGEN_FPS, frame_shape=PROCGEN_FRAME_SHAPE,
