@@ -89,6 +89,17 @@ def test_bad_image_prompts_are_refused_naming_the_file(tmp_path: Path, monkeypat
         load_prompt(str(tmp_path / "fine.png"), SHAPE)
 
 
+def test_an_image_in_memory_loads_like_its_file_and_is_named_in_errors(tmp_path: Path) -> None:
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 50, 3), dtype=np.uint8))
+    photo.save(tmp_path / "photo.png")
+    data = (tmp_path / "photo.png").read_bytes()
+    np.testing.assert_array_equal(prompts.load_image(data, 16), prompts.load_image(tmp_path / "photo.png", 16))
+    with pytest.raises(UserInputError, match="^prompt upload: not an image"):
+        prompts.load_image(b"not a picture", 16, name="upload")
+    with pytest.raises(UserInputError, match="^prompt upload: a damaged or truncated image"):
+        prompts.load_image(data[:len(data) // 2], 16, name="upload")
+
+
 def test_dataset_frames_as_prompts_and_clips(tmp_path: Path, tiny_dataset: Path) -> None:
     ds = EpisodeDataset(tiny_dataset)
     assert np.array_equal(load_prompt(f"{tiny_dataset}:2:7", SHAPE), ds.read(2, 7, 8)["frames"])

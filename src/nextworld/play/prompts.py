@@ -12,6 +12,8 @@ picture (or a decompression bomb) is refused at once.
 
 from __future__ import annotations
 
+import io
+
 import re
 import warnings
 from pathlib import Path
@@ -78,32 +80,34 @@ def load_clip_actions(dataset_dir: str | Path, episode: int, start: int, length:
     return ds.read(episode, start, start + length, keys=("actions",))["actions"]
 
 
-def load_image(path: Path, size: int) -> np.ndarray:
-    """A picture file as a square frame, uint8 [size, size, 3] (see the module docstring)."""
-    nbytes = path.stat().st_size
+def load_image(source: Path | bytes, size: int, *, name: str | None = None) -> np.ndarray:
+    """A picture, from a file or its bytes in memory, as a square frame, uint8 [size, size, 3]
+    (see the module docstring). Errors name it ``prompt NAME`` (the path when ``name`` is None)."""
+    name = str(source) if name is None else name
+    nbytes = len(source) if isinstance(source, bytes) else source.stat().st_size
     if nbytes == 0:
-        raise UserInputError(f"prompt {path}: empty file")
+        raise UserInputError(f"prompt {name}: empty file")
     if nbytes > MAX_PROMPT_BYTES:
-        raise UserInputError(f"prompt {path}: {nbytes / 1e6:.1f} MB, over the {MAX_PROMPT_BYTES / 1e6:g} MB "
+        raise UserInputError(f"prompt {name}: {nbytes / 1e6:.1f} MB, over the {MAX_PROMPT_BYTES / 1e6:g} MB "
                              f"limit for a prompt image")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(path)  # lazy: reads the header, not the pixels
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)  # reads the header only
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise UserInputError(f"prompt {path}: image too large to decode safely "
+            raise UserInputError(f"prompt {name}: image too large to decode safely "
                                  f"(over {MAX_PROMPT_PIXELS / 1e6:.0f} megapixels)") from None
         except OSError:  # UnidentifiedImageError included
-            raise UserInputError(f"prompt {path}: not an image file PIL can read") from None
+            raise UserInputError(f"prompt {name}: not an image file PIL can read") from None
     with image:
         width, height = image.size
         if width * height > MAX_PROMPT_PIXELS:
-            raise UserInputError(f"prompt {path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, "
+            raise UserInputError(f"prompt {name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, "
                                  f"over the {MAX_PROMPT_PIXELS / 1e6:.0f} megapixel limit for a prompt image")
         try:
             image = on_white(ImageOps.exif_transpose(image))
         except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise UserInputError(f"prompt {path}: a damaged or truncated image ({e})") from None
+            raise UserInputError(f"prompt {name}: a damaged or truncated image ({e})") from None
     return fit_square(image, size, "crop")
 
 

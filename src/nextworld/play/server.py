@@ -27,7 +27,6 @@ import io
 import json
 import logging
 import socket
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -81,13 +80,10 @@ def decode_upload(data: bytes, size: int) -> np.ndarray:
     if width * height > MAX_PROMPT_PIXELS:
         raise HTTPException(413, f"upload: {width}x{height} is over the {MAX_PROMPT_PIXELS / 1e6:.0f} megapixel "
                                  f"limit for a prompt image")
-    with tempfile.TemporaryDirectory() as tmp:  # one loader for files and uploads: prompts.load_image
-        path = Path(tmp) / "upload"
-        path.write_bytes(data)
-        try:
-            return load_image(path, size)
-        except UserInputError as e:
-            raise HTTPException(415, str(e).replace(str(path), "upload")) from None
+    try:  # one loader for files and uploads
+        return load_image(data, size, name="upload")
+    except UserInputError as e:
+        raise HTTPException(415, str(e)) from None
 
 
 def parse_message(raw: dict[str, Any]) -> dict[str, Any]:
