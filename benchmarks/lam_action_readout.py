@@ -24,11 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nextworld.data.frames import to_model_frames
 from nextworld.data.windows import WindowSpec, open_clips
 from nextworld.eval.genie_eval import CLIP_LENGTH, spaced_indices
 from nextworld.eval.metrics import normalised_mutual_information as nmi
 from nextworld.models.base import load_pretrained
 from nextworld.models.genie import presets
+from nextworld.models.genie.latent_actions import infer_actions_windowed
 from nextworld.models.genie.training import GenieTrainConfig, train_genie
 
 # Procgen's 15 actions -> CoinRun's six classes: LEFT(+DOWN), LEFT+UP, nothing (NOOP, DOWN and the
@@ -40,15 +42,12 @@ COINRUN_CLASS = np.array([0, 0, 1, 2, 2, 3, 4, 4, 5, 2, 2, 2, 2, 2, 2])
 @torch.no_grad()
 def readout(lam: torch.nn.Module, eval_data: Path, max_clips: int) -> dict:
     clips = open_clips(eval_data, WindowSpec(length=CLIP_LENGTH, stride=CLIP_LENGTH))
-    n = lam.config.max_frames
     latent, real = [], []
     indices = spaced_indices(len(clips), max_clips)
     for start in range(0, len(indices), 32):
         items = [clips[int(i)] for i in indices[start:start + 32]]
-        frames = torch.stack([item["frames"] for item in items]).permute(0, 1, 4, 2, 3).float() / 255  # (B, T, C, H, W)
-        # windows of the model's length that overlap by one frame: every transition read once
-        parts = [lam.infer_actions(frames[:, s:s + n]) for s in range(0, frames.shape[1] - 1, n - 1)]
-        latent.append(torch.cat(parts, dim=1).flatten())
+        frames = to_model_frames(torch.stack([item["frames"] for item in items]))  # (B, T, C, H, W)
+        latent.append(infer_actions_windowed(lam, frames).flatten())
         real.append(torch.stack([item["actions"][:-1] for item in items]).flatten())
     z, a = torch.cat(latent).numpy(), torch.cat(real).numpy()
     table = np.zeros((lam.num_actions, len(CLASSES)), np.int64)

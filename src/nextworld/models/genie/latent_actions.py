@@ -283,3 +283,15 @@ class LatentActionModel(nn.Module):
             "charts/action_perplexity": q.metrics["perplexity"],
         }
         return recon + q.loss, metrics
+
+
+@torch.no_grad()
+def infer_actions_windowed(lam: LatentActionModel, frames: torch.Tensor) -> torch.Tensor:
+    """The latent action of every transition of a clip of any length, float [B, T, C, H, W] -> int64 [B, T-1].
+
+    Clips longer than the model's ``max_frames`` are read in windows that overlap by one frame,
+    so every transition is seen once.
+    """
+    n = lam.config.max_frames
+    return torch.cat([lam.infer_actions(frames[:, start:start + n]) for start in range(0, frames.shape[1] - 1, n - 1)],
+                     dim=1)

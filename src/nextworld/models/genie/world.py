@@ -36,7 +36,7 @@ from nextworld.atomic_files import read_json
 from nextworld.errors import UserInputError
 from nextworld.models.base import Prediction, load_pretrained
 from nextworld.models.genie.dynamics import GenieDynamics
-from nextworld.models.genie.latent_actions import LatentActionModel
+from nextworld.models.genie.latent_actions import LatentActionModel, infer_actions_windowed
 from nextworld.models.genie.tokenizer import VideoTokenizer
 from nextworld.nn.space_time import KVCache
 
@@ -155,9 +155,7 @@ class GenieWorld(nn.Module):
             int64 [B, T-1]. Clips longer than the latent action model's ``max_frames`` are
             read in windows that overlap by one frame, so every transition is seen once.
         """
-        n = self.lam.config.max_frames
-        parts = [self.lam.infer_actions(frames[:, start:start + n]) for start in range(0, frames.shape[1] - 1, n - 1)]
-        return torch.cat(parts, dim=1)
+        return infer_actions_windowed(self.lam, frames)
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> GenieState:
