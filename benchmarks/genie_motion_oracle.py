@@ -5,7 +5,7 @@ latent actions carry little of CoinRun's motion (``action_nmi``). This separates
 causes. It trains the ``tiny`` dynamics stage on ``RUN``'s tokenizer, but conditioned on an
 oracle instead of the latent action model: the action of transition t -> t+1 is the sign of
 the camera's shift (dy, dx) between the two frames (9 actions; the shift that best aligns
-the frames' centres within 4 pixels, as in ``action_visibility.py``). Then it evaluates that
+the frames' centres within 4 pixels, ``nextworld.eval.camera.camera_shifts``). Then it evaluates that
 world on a validation split with the oracle reading the real clips, like the eval's LAM does.
 
 If the oracle world beats ``copy_psnr_tK`` clearly, the dynamics can shift the scene when
@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from nextworld.data.windows import WindowSpec, open_clips
+from nextworld.eval.camera import camera_shifts
 from nextworld.eval.genie_eval import CLIP_LENGTH, evaluate_genie
 from nextworld.models.base import load_pretrained
 from nextworld.models.genie import training
@@ -39,8 +40,6 @@ from nextworld.models.genie.presets import LAM_PRESETS
 from nextworld.models.genie.training import GenieTrainConfig, train_genie
 from nextworld.models.genie.world import WORLD_FILE, GenieWorld
 
-MAX_SHIFT = 4
-MARGIN = MAX_SHIFT + 4
 ORACLE_DONE = "oracle_dynamics_done"
 """Marks a finished oracle dynamics in OUT (its world.json is removed: the linked LAM does not fit it)."""
 
@@ -58,16 +57,7 @@ class MotionOracle(nn.Module):
     @torch.no_grad()
     def infer_actions(self, frames: torch.Tensor) -> torch.Tensor:
         """float [B, T, C, H, W] -> int64 [B, T-1]: the camera shift's signs between frames t and t+1."""
-        grey = frames.mean(dim=2)  # (B, T, H, W)
-        h, w = grey.shape[-2:]
-        centre = grey[:, :-1, MARGIN:h - MARGIN, MARGIN:w - MARGIN]  # (B, T-1, h', w')
-        later = grey[:, 1:]
-        shifts = [(dy, dx) for dy in range(-MAX_SHIFT, MAX_SHIFT + 1) for dx in range(-MAX_SHIFT, MAX_SHIFT + 1)]
-        errors = torch.stack([
-            ((centre - later[..., MARGIN + dy:h - MARGIN + dy, MARGIN + dx:w - MARGIN + dx]) ** 2).mean(dim=(-2, -1))
-            for dy, dx in shifts])  # (81, B, T-1)
-        # ties (a flat centre) go to the first shift in (dy, dx) order, as in action_visibility.py
-        best = torch.tensor(shifts, device=frames.device)[errors.argmin(dim=0)]  # (B, T-1, 2)
+        best = camera_shifts(frames)  # (B, T-1, 2)
         signs = best.sign() + 1  # (B, T-1, 2) in {0, 1, 2}
         return (3 * signs[..., 0] + signs[..., 1]).long()
 

@@ -1,0 +1,104 @@
+"""How well could a world dream that tracked CoinRun's camera perfectly? (issue 3: ``psnr_t10``)
+
+In CoinRun the camera follows the agent, so most of a clip's change is the whole view
+translating. This script scores worlds that do nothing but translate the prompt, on the
+evaluation's clips (one real prompt frame, PSNR of frame K, as ``nextworld eval``), each
+through the world's own tokenizer as a real world's frames are:
+
+- ``copy``: the prompt repeated (the eval's ``copy_psnr_tK``);
+- ``tracked``: the prompt translated by the camera's true motion, summed: the integer shift of
+  every real transition (``nextworld.eval.camera.camera_shifts``), as a world that read the
+  camera's motion off the clip exactly and moved its view by it would show;
+- ``tracked_stepwise``: the same, but each frame is the previous *tokenized* frame translated
+  and tokenized again, as a world that feeds back its own frames (the tokenizer's loss compounds);
+- ``hindsight``: the translation of the prompt within 3 pixels of ``tracked``'s that best matches
+  frame K itself, chosen knowing the answer: no world that only translates its prompt scores more;
+- ``reconstruction``: the real frame K through the tokenizer, the ceiling of any world.
+
+What translation cannot give (the agent's own motion, things entering the view, the
+level's other sprites) is left to the dynamics; so if ``tracked`` falls short of a target, a world
+must predict more than the camera to reach it.
+
+    python benchmarks/genie_camera_bound.py [WORLD] --data DIR [--clips 64]
+
+WORLD defaults to coinrun-tiny; ``--clips 64`` are the eval's own clips (evenly spaced). Prints one
+JSON line and a table. About a second per 10 clips on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from nextworld.data.windows import open_clips
+from nextworld.eval.camera import camera_shifts, translate
+from nextworld.eval.evaluate import EVAL_WINDOW
+from nextworld.eval.genie_eval import ROLLOUT_STEPS, _frames, copy_baseline, spaced_indices
+from nextworld.eval.metrics import psnr
+from nextworld.play.world import load_world_model
+
+HINDSIGHT = 3
+"""Pixels searched around the tracked shift, each axis, for the ``hindsight`` translation."""
+
+
+def _tokenized(world, frames: torch.Tensor) -> torch.Tensor:
+    """frames [B, T, C, H, W] through the world's tokenizer (encode, decode)."""
+    return world.tokenizer.decode(world.tokenizer.encode(frames))
+
+
+@torch.no_grad()
+def bound(world, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """PSNR [B, T-1] of each translating world (module docstring) on clips x float [B, T, C, H, W]."""
+    b, t = x.shape[:2]
+    real, prompt = x[:, 1:], x[:, 0]
+    steps = camera_shifts(x)  # (B, T-1, 2): transition k -> k+1
+    total = steps.cumsum(dim=1)  # (B, T-1, 2): prompt -> frame k+1
+    flat = prompt[:, None].expand(b, t - 1, *prompt.shape[1:]).reshape(-1, *prompt.shape[1:])
+    tracked = translate(flat, total.reshape(-1, 2)).reshape(real.shape)
+    stepwise, current = [], _tokenized(world, x[:, :1])[:, 0]
+    for k in range(t - 1):
+        current = _tokenized(world, translate(current, steps[:, k])[:, None])[:, 0]
+        stepwise.append(current)
+    best, best_psnr = tracked.clone(), torch.full(real.shape[:2], -1.0)
+    for dy in range(-HINDSIGHT, HINDSIGHT + 1):
+        for dx in range(-HINDSIGHT, HINDSIGHT + 1):
+            shift = (total + torch.tensor([dy, dx])).reshape(-1, 2)
+            candidate = translate(flat, shift).reshape(real.shape)
+            score = psnr(candidate, real)
+            better = score > best_psnr
+            best[better], best_psnr[better] = candidate[better], score[better]
+    return {"copy": copy_baseline(world, x),
+            "tracked": psnr(_tokenized(world, tracked), real),
+            "tracked_stepwise": psnr(torch.stack(stepwise, dim=1), real),
+            "hindsight": psnr(_tokenized(world, best), real),
+            "reconstruction": psnr(_tokenized(world, real), real)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("world", nargs="?", default="coinrun-tiny")
+    parser.add_argument("--data", required=True, help="held-out episodes")
+    parser.add_argument("--clips", type=int, default=64, help="clips, evenly spaced (64: the eval's own)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    world = load_world_model(args.world)
+    clips = open_clips(args.data, EVAL_WINDOW, keys=("frames",), frame_shape=world.frame_shape)
+    indices = spaced_indices(len(clips), args.clips)
+    rows: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, len(indices), args.batch_size):
+        x = _frames(clips, indices[start:start + args.batch_size], world.device)
+        for name, values in bound(world, x).items():
+            rows.setdefault(name, []).append(values.cpu())
+    means = {name: torch.cat(values).mean(dim=0) for name, values in rows.items()}  # [T-1] each
+    report = {"world": args.world, "data": args.data, "clips": len(indices),
+              **{name: {f"t{k}": round(float(m[k - 1]), 2) for k in ROLLOUT_STEPS} for name, m in means.items()}}
+    print(json.dumps(report))
+    print(f"{'':18s}" + "".join(f"{f't{k}':>8s}" for k in ROLLOUT_STEPS))
+    for name, m in means.items():
+        print(f"{name:18s}" + "".join(f"{float(m[k - 1]):8.2f}" for k in ROLLOUT_STEPS))
+
+
+if __name__ == "__main__":
+    main()
