@@ -236,6 +236,31 @@ def test_copy_path_gives_the_keep_probability_to_the_previous_code() -> None:
         model.logits(tokens, actions)
 
 
+def test_copy_path_loss_keeps_codes_from_a_given_previous_grid() -> None:
+    model = make(COPY)
+    tokens, actions = clip()
+    target = tokens.clone()  # "keep" points at the answer itself: e.g. a motion-compensated previous frame
+    seen = []
+    real_logits = model.logits
+    model.logits = lambda x, a, *rest: seen.append(x) or real_logits(x, a, *rest)
+    torch.manual_seed(0)
+    loss = model.loss({"tokens": tokens, "actions": actions, "previous": target})[0]
+    hidden = seen[-1] == model.mask_id  # (B, T, h, w)
+    ce = torch.nn.functional.cross_entropy(real_logits(seen[-1], actions, target).movedim(-1, 1), tokens,
+                                           reduction="none")  # (B, T, h, w)
+    expected = torch.stack([ce[i][hidden[i]].mean() for i in range(B)]).mean()
+    torch.testing.assert_close(loss, expected)
+    with torch.no_grad():  # make "keep" near certain: keeping the answer costs nothing, keeping frame t-1 does
+        model.head.bias.view(4, TINY.num_codes + 1)[:, -1] = 30.0
+    torch.manual_seed(0)
+    given = model.loss({"tokens": tokens, "actions": actions, "previous": target})[0]
+    torch.manual_seed(0)
+    default = model.loss({"tokens": tokens, "actions": actions})[0]
+    assert given.item() < 1e-3 < 1.0 < default.item()
+    with pytest.raises(ValueError, match="copy_path"):
+        make().loss({"tokens": tokens, "actions": actions, "previous": target})
+
+
 def test_cached_generation_with_a_copy_path_equals_full_forward() -> None:
     model = make(COPY)
     tokens, actions = clip()

@@ -18,7 +18,8 @@ cache, so a new frame costs ``steps + 1`` passes over one frame's positions, not
 Keeping codes (``copy_path``, off by default): the head predicts one more logit per token,
 "keep", whose probability is added to the code that the previous frame has at that place, so
 the logits become log-probabilities and ``logits``/``generate_next`` take the previous frame's
-tokens (``previous``).
+tokens (``previous``). ``loss`` keeps the previous frame's own tokens unless the batch gives
+``previous``, another grid to keep codes from (e.g. the previous frame moved by the camera's motion).
 
 Token groups (``token_patch`` p > 1): each transformer position holds a p x p group of
 tokens; its embedding is the sum of per-place token embeddings (one table per place in the
@@ -187,16 +188,23 @@ class GenieDynamics(nn.Module):
         """MaskGIT loss on a batch of token clips.
 
         Args:
-            batch: ``tokens`` int64 [B, T, h, w] (T >= 2) and ``actions`` int64 [B, T] (latent actions).
+            batch: ``tokens`` int64 [B, T, h, w] (T >= 2) and ``actions`` int64 [B, T] (latent actions);
+                with ``copy_path``, optionally ``previous`` int64 [B, T, h, w], the tokens each
+                frame's "keep" points at (frame 0's entry unused; the previous frame's own tokens
+                when absent). Without ``copy_path`` a ``previous`` is refused (ValueError).
         Returns:
             the mean over clips of each clip's cross-entropy on its hidden tokens, and metrics
             ``losses/dynamics_ce`` and ``charts/masked_accuracy`` (argmax accuracy on the hidden
             tokens, mean over clips), as 0-d tensors.
         """
-        tokens, actions = batch["tokens"], batch["actions"]
+        tokens, actions, previous = batch["tokens"], batch["actions"], batch.get("previous")
         b, t = tokens.shape[:2]
         if t < 2:
             raise ValueError(f"dynamics loss needs clips of at least 2 frames (frame 0 is never hidden), got {t}")
+        if previous is not None and not self.config.copy_path:
+            raise ValueError("a batch's previous tokens need a copy_path dynamics")
+        if previous is not None and previous.shape != tokens.shape:
+            raise ValueError(f"dynamics expects previous like tokens {list(tokens.shape)}, got {list(previous.shape)}")
         hidden = maskgit.sample_mask((b, t, self.config.tokens_per_frame), self.config.mask_ratio_min,
                                      self.config.mask_ratio_max, device=tokens.device)  # (B, T, S)
         hidden[:, 0] = False
@@ -205,7 +213,8 @@ class GenieDynamics(nn.Module):
             cut = torch.where(torch.rand(b, device=tokens.device) < self.config.clean_prefix_prob, cut, 1)
             hidden &= torch.arange(t, device=tokens.device)[None, :, None] >= cut[:, None, None]
         hidden = hidden.view(tokens.shape)  # (B, T, h, w)
-        previous = torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1) if self.config.copy_path else None
+        if self.config.copy_path and previous is None:
+            previous = torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1)
         logits = self.logits(torch.where(hidden, self.mask_id, tokens), actions, previous)  # (B, T, h, w, V)
         ce = F.cross_entropy(logits.flatten(0, 3), tokens.flatten(), reduction="none").view(tokens.shape)
         correct = (logits.detach().argmax(dim=-1) == tokens).float()  # (B, T, h, w)
