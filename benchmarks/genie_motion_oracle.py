@@ -1,22 +1,31 @@
 """Would the dreams follow the camera if the latent actions named its motion exactly? (issue 3: ``psnr_t10``)
 
 The shipped tiny world dreams no better than repeating its prompt (``copy_psnr_tK``), and its
-latent actions carry little of CoinRun's motion (``action_nmi``). This separates the two
-causes. It trains the ``tiny`` dynamics stage on ``RUN``'s tokenizer, but conditioned on an
-oracle instead of the latent action model: the action of transition t -> t+1 is the sign of
-the camera's shift (dy, dx) between the two frames (9 actions; the shift that best aligns
-the frames' centres within 4 pixels, ``nextworld.eval.camera.camera_shifts``). Then it evaluates that
-world on a validation split with the oracle reading the real clips, like the eval's LAM does.
+latent actions carry little of CoinRun's motion (``action_nmi``). This separates the causes.
+It trains the ``tiny`` dynamics stage on ``RUN``'s tokenizer, conditioned on an oracle in
+place of the latent action model, read off the pixels of each transition t -> t+1 with
+``nextworld.eval.camera.camera_shifts`` (the shift that best aligns the frames' centres,
+within 4 pixels). Then it evaluates that world on a validation split with the oracle reading
+the real clips, as the eval's LAM does.
 
-If the oracle world beats ``copy_psnr_tK`` clearly, the dynamics can shift the scene when
+- Default: the action is the *sign* of the camera's shift (dy, dx): 9 actions, and a plain
+  Genie dynamics that must learn what a move does to the codes.
+- ``--compensate``: the action is the shift itself (81 actions), and the oracle names each
+  action's shift, so the dynamics is motion-compensated (``DynamicsConfig.action_shifts``:
+  ``copy_path`` on, frame t+1 keeping codes of frame t moved by the shift), in training and
+  in the world's rollout alike. Compare it with ``tracked_stepwise`` of
+  ``benchmarks/genie_camera_bound.py``: does the dynamics add anything to the translation?
+
+If the oracle world beats ``copy_psnr_tK`` clearly, the dynamics can move the scene when
 told how, and the latent action model is what holds the dreams back; if it stays at the
 copy, the dynamics (or the tokens it predicts) is.
 
-    python benchmarks/genie_motion_oracle.py RUN --data TRAIN --eval-data VAL --out OUT [--steps 1500]
+    python benchmarks/genie_motion_oracle.py RUN --data TRAIN --eval-data VAL --out OUT [--steps 1500] [--compensate]
 
-Prints the eval's JSON (``psnr_tK``, ``copy_psnr_tK``, ``delta_psnr_t4``; ``action_nmi`` is
-then the oracle's own NMI with the recorded actions). Training ``--steps 1500`` takes about
-10 minutes on 2 CPU cores; the eval of 256 clips a few more.
+Prints the eval's JSON (``psnr_tK``, ``copy_psnr_tK``, ``delta_psnr_t4``, under which random
+oracle actions move the view the wrong way; ``action_nmi`` is then the oracle's own NMI with the
+recorded actions). Training ``--steps 1500`` takes 10-15 minutes on 2 CPU cores; the eval of
+256 clips a few more. A run cut short (Ctrl-C) exits 130 and resumes when run again.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from nextworld.eval.camera import camera_shifts
 from nextworld.eval.genie_eval import CLIP_LENGTH, evaluate_genie
 from nextworld.models.base import load_pretrained
 from nextworld.models.genie import training
-from nextworld.models.genie.latent_actions import LatentActionConfig
+from nextworld.models.genie.latent_actions import SHIFT_CLASSES, LatentActionConfig, class_of_shift, shift_of_class
 from nextworld.models.genie.presets import LAM_PRESETS
 from nextworld.models.genie.training import GenieTrainConfig, train_genie
 from nextworld.models.genie.world import WORLD_FILE, GenieWorld
@@ -45,21 +54,29 @@ ORACLE_DONE = "oracle_dynamics_done"
 
 
 class MotionOracle(nn.Module):
-    """Stands in for the latent action model: action = 3 * (sign dy + 1) + (sign dx + 1), 9 actions."""
+    """Stands in for the latent action model. Plain: action = 3 * (sign dy + 1) + (sign dx + 1),
+    9 actions. Compensated: action = the shift's class (``class_of_shift``), 81 actions, each
+    naming its own shift."""
 
-    num_actions = 9
-
-    def __init__(self, config: LatentActionConfig) -> None:
+    def __init__(self, config: LatentActionConfig, compensate: bool) -> None:
         super().__init__()
+        self.compensate = compensate
+        self.num_actions = SHIFT_CLASSES if compensate else 9
         self.config = dataclasses.replace(config, num_actions=self.num_actions)
         self.register_buffer("_device", torch.zeros(0))
 
     @torch.no_grad()
     def infer_actions(self, frames: torch.Tensor) -> torch.Tensor:
-        """float [B, T, C, H, W] -> int64 [B, T-1]: the camera shift's signs between frames t and t+1."""
-        best = camera_shifts(frames)  # (B, T-1, 2)
-        signs = best.sign() + 1  # (B, T-1, 2) in {0, 1, 2}
+        """float [B, T, C, H, W] -> int64 [B, T-1]: the camera's shift between frames t and t+1, as an action."""
+        shifts = camera_shifts(frames)  # (B, T-1, 2)
+        if self.compensate:
+            return class_of_shift(shifts)
+        signs = shifts.sign() + 1  # (B, T-1, 2) in {0, 1, 2}
         return (3 * signs[..., 0] + signs[..., 1]).long()
+
+    def action_shifts(self) -> torch.Tensor | None:
+        """The shift each action names (compensated), as ``LatentActionModel.action_shifts``."""
+        return shift_of_class(torch.arange(self.num_actions)) if self.compensate else None
 
 
 def main() -> None:
@@ -69,11 +86,13 @@ def main() -> None:
     parser.add_argument("--eval-data", type=Path, required=True, help="validation episodes (with recorded actions)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--compensate", action="store_true",
+                        help="81 shift actions and a motion-compensated dynamics (module docstring)")
     parser.add_argument("--max-clips", type=int, default=256)
     parser.add_argument("--sample-steps", type=int, default=1)
     parser.add_argument("--temperature", type=float, default=0.0)
     args = parser.parse_args()
-    oracle = MotionOracle(LAM_PRESETS["tiny"])
+    oracle = MotionOracle(LAM_PRESETS["tiny"], args.compensate)
     load_stage = training._load_stage
     training._load_stage = lambda out, stage: oracle if stage == "lam" else load_stage(out, stage)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -84,16 +103,19 @@ def main() -> None:
     if not done.is_file():  # a run cut short (Ctrl-C) resumes from the dynamics' last checkpoint
         results = train_genie(GenieTrainConfig(data=args.data, out=args.out, stage="dynamics", steps=args.steps,
                                                resume=(args.out / "dynamics").exists()))
-        # world.json would pair the linked 8-action LAM with this 9-action dynamics: not a world to load
+        # world.json would pair the linked 8-action LAM with this oracle's dynamics: not a world to load
         (args.out / WORLD_FILE).unlink(missing_ok=True)
         if results["dynamics"].interrupted:
             raise SystemExit(130)
-        done.write_text("the dynamics here was trained on the motion oracle's actions\n")
+        done.write_text(f"the dynamics here was trained on the motion oracle's actions (compensate={args.compensate})\n")
     world = GenieWorld(load_pretrained(args.out / "tokenizer", "genie-tokenizer"), oracle,
                        load_pretrained(args.out / "dynamics", "genie-dynamics"))
     world.set_sampling(args.sample_steps, args.temperature)
     clips = open_clips(args.eval_data, WindowSpec(length=CLIP_LENGTH, stride=CLIP_LENGTH))
-    result = evaluate_genie(world, clips, max_clips=args.max_clips, progress=True)
+    try:
+        result = evaluate_genie(world, clips, max_clips=args.max_clips, progress=True)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
     print(json.dumps(result.metrics))
 
 

@@ -3,7 +3,7 @@
 Times each stage's training step exactly as ``nextworld train genie`` runs it (the preset's
 model, the recipe's batch size and clip length, AdamW, gradient clipping; for the dynamics
 stage the frozen tokenizer and latent action model that turn each batch into tokens and
-actions) on random frames, as the median of ``--steps`` steps after ``--warmup``, and
+actions, and the moved frames' tokens of a motion-compensated dynamics) on random frames, as the median of ``--steps`` steps after ``--warmup``, and
 multiplies by the recipe's step count. Step time does not depend on the pixels.
 
     python benchmarks/genie_recipe_cost.py [--preset tiny] [--steps 10] [--warmup 3] [--device cpu]
@@ -37,14 +37,17 @@ def main() -> None:
     recipes = RECIPES[args.preset]
     tokenizer = VideoTokenizer(TOKENIZER_PRESETS[args.preset])
     lam = LatentActionModel(LAM_PRESETS[args.preset])
-    dynamics = GenieDynamics(dynamics_config(args.preset, tokenizer.config, tokenizer.num_codes, lam.num_actions))
+    # a LAM that names camera shifts (motion_weight) gets a motion-compensated dynamics, as in training
+    dynamics = GenieDynamics(dynamics_config(args.preset, tokenizer.config, tokenizer.num_codes, lam.num_actions,
+                                             lam.action_shifts()))
     h, w, c = tokenizer.config.frame_shape
 
     def frames(stage: str, length: int):
         batch = recipes[stage].train.batch_size
         return lambda: {"frames": torch.randint(0, 256, (batch, length, h, w, c), dtype=torch.uint8)}
 
-    inputs = DynamicsInputs(VideoTokenizer(TOKENIZER_PRESETS[args.preset]), LatentActionModel(LAM_PRESETS[args.preset]))
+    inputs = DynamicsInputs(VideoTokenizer(TOKENIZER_PRESETS[args.preset]), LatentActionModel(LAM_PRESETS[args.preset]),
+                            dynamics.config.shift_table())
     dynamics_frames = frames("dynamics", dynamics.config.max_frames)
 
     def dynamics_batch():

@@ -2,13 +2,14 @@
 
 Trains the ``tiny`` latent action model alone on ``--data`` for ``--steps`` (optionally with
 ``LatentActionConfig.pixel_differences``, or with a shorter context ``--max-frames``: 2 leaves the
-decoder frame t alone, so motion the past would predict has to pass through the action), or reads an already trained one (``--lam DIR``),
+decoder frame t alone, so motion the past would predict has to pass through the action; or with
+``--motion-weight``, so each code must also name the camera's shift), or reads an already trained one (``--lam DIR``),
 and tabulates its latent actions on the 11-frame clips of ``--eval-data`` against the
 recorded actions: NMI with the raw action (what ``action_nmi`` measures) and with the action
 merged into the six classes CoinRun tells apart (left, left+jump, nothing, jump, right,
 right+jump), and the table of codes by class, which shows what the codes split on.
 
-    python benchmarks/lam_action_readout.py --data TRAIN --eval-data HELDOUT --out OUT [--steps 1000] [--pixel-differences] [--max-frames 2]
+    python benchmarks/lam_action_readout.py --data TRAIN --eval-data HELDOUT --out OUT [--steps 1000] [--pixel-differences] [--max-frames 2] [--motion-weight 0.02]
     python benchmarks/lam_action_readout.py --lam RUN/lam --eval-data HELDOUT
 
 Training 1,000 steps takes about 4 minutes on 2 CPU cores.
@@ -65,10 +66,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--pixel-differences", action="store_true")
     parser.add_argument("--max-frames", type=int, help="the LAM's clip length (the tiny preset's when unset)")
+    parser.add_argument("--motion-weight", type=float, default=0.0,
+                        help="LatentActionConfig.motion_weight: the codes must also name the camera's shift")
     parser.add_argument("--max-clips", type=int, default=1024)
     args = parser.parse_args()
-    if args.lam is not None and (args.max_frames is not None or args.pixel_differences or args.data is not None):
-        parser.error("--lam reads a trained model; --data, --max-frames and --pixel-differences are for training one")
+    if args.lam is not None and (args.max_frames is not None or args.pixel_differences or args.data is not None
+                                 or args.motion_weight):
+        parser.error("--lam reads a trained model; --data, --max-frames, --pixel-differences and --motion-weight "
+                     "are for training one")
     if args.max_frames is not None and args.max_frames < 2:
         parser.error("--max-frames must be at least 2 (one transition)")
     if args.lam is None:
@@ -76,16 +81,21 @@ def main() -> None:
             parser.error("give --lam, or --data and --out to train one")
         tiny = presets.LAM_PRESETS["tiny"]
         presets.LAM_PRESETS["tiny"] = dataclasses.replace(tiny, pixel_differences=args.pixel_differences,
-                                                          max_frames=args.max_frames or tiny.max_frames)
+                                                          max_frames=args.max_frames or tiny.max_frames,
+                                                          motion_weight=args.motion_weight)
         train_genie(GenieTrainConfig(data=args.data, out=args.out, stage="lam", steps=args.steps, progress=False))
         args.lam = args.out / "lam"
-    result = readout(load_pretrained(args.lam, "genie-lam").eval(), args.eval_data, args.max_clips)
+    lam = load_pretrained(args.lam, "genie-lam").eval()
+    result = readout(lam, args.eval_data, args.max_clips)
+    if (shifts := lam.action_shifts()) is not None:
+        result["action_shifts"] = shifts.tolist()
     print(json.dumps({"lam": str(args.lam), **result}))
     print(f"NMI with the action {result['nmi']:.3f}, with its six classes {result['nmi_six_classes']:.3f} "
           f"({result['transitions']} transitions)")
     print("code  " + " ".join(f"{c:>9s}" for c in CLASSES))
     for code, row in enumerate(result["codes_by_class"]):
-        print(f"{code:4d}  " + " ".join(f"{v:9d}" for v in row))
+        print(f"{code:4d}  " + " ".join(f"{v:9d}" for v in row)
+              + (f"   names the shift {tuple(result['action_shifts'][code])}" if "action_shifts" in result else ""))
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
 import torch
 
 from nextworld.errors import UserInputError
+from nextworld.models.base import config_from_dict
 from nextworld.models.genie.dynamics import DynamicsConfig, GenieDynamics
 from nextworld.nn import maskgit
 from nextworld.nn.space_time import KVCache
@@ -317,6 +319,20 @@ def test_bad_config_is_a_user_error() -> None:
         DynamicsConfig(mask_ratio_min=0.8, mask_ratio_max=0.5)
     with pytest.raises(UserInputError, match="clean_prefix_prob"):
         DynamicsConfig(clean_prefix_prob=1.5)
+    shifts = ((0, 0), (0, 1), (-4, 0), (4, -1))
+    with pytest.raises(UserInputError, match="action_shifts needs copy_path"):
+        dataclasses.replace(TINY, action_shifts=shifts)
+    with pytest.raises(UserInputError, match="one \\(dy, dx\\) per action"):
+        dataclasses.replace(TINY, copy_path=True, action_shifts=shifts[:3])
+
+
+def test_action_shifts_survive_a_json_round_trip() -> None:
+    config = dataclasses.replace(TINY, copy_path=True, action_shifts=[[0, 0], [0, 1], [-4, 0], [4, -1]])
+    assert config.action_shifts == ((0, 0), (0, 1), (-4, 0), (4, -1))
+    back = config_from_dict(DynamicsConfig, json.loads(json.dumps(dataclasses.asdict(config))))
+    assert back == config
+    assert back.shift_table().tolist() == [[0, 0], [0, 1], [-4, 0], [4, -1]]
+    assert TINY.shift_table() is None
 
 
 def test_tiny_model_overfits_one_clip() -> None:

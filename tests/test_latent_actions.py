@@ -10,7 +10,9 @@ import torch
 
 from nextworld.errors import UserInputError
 from nextworld.models.base import load_pretrained, save_pretrained
-from nextworld.models.genie.latent_actions import LatentActionConfig, LatentActionModel
+from nextworld.eval.camera import translate
+from nextworld.models.genie.latent_actions import (SHIFT_CLASSES, LatentActionConfig, LatentActionModel, class_of_shift,
+                                                   shift_of_class)
 
 TINY = LatentActionConfig(image_size=16, channels=3, patch=4, dim=32, depth=1, heads=4, num_actions=8,
                           action_dim=8, max_frames=4)
@@ -219,3 +221,64 @@ def test_save_and_load_through_the_registry(tmp_path) -> None:
     assert loaded.config == model.config
     assert torch.equal(loaded.infer_actions(x), model.infer_actions(x))
     assert torch.equal(loaded(x)[0], model(x)[0])
+
+
+# ---------------------------------------------------------------------------- naming the camera's motion
+
+MOTION = LatentActionConfig(image_size=32, channels=3, patch=8, dim=32, depth=1, heads=4, num_actions=8,
+                            action_dim=8, max_frames=4, motion_weight=0.5)
+
+
+def panning_clips(shifts: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """uint8 [B, T, 32, 32, 3]: a smooth random texture moved by ``shifts`` int [B, T-1, 2] each step."""
+    b, steps = shifts.shape[:2]
+    g = torch.Generator().manual_seed(seed)
+    frame = torch.nn.functional.interpolate(torch.rand(b, 3, 8, 8, generator=g), size=(32, 32), mode="bilinear",
+                                            align_corners=False)
+    clip = [frame]
+    for t in range(steps):
+        clip.append(translate(clip[-1], shifts[:, t]))
+    return (torch.stack(clip, dim=1).permute(0, 1, 3, 4, 2) * 255).round().to(torch.uint8)
+
+
+def test_shift_classes_round_trip() -> None:
+    shifts = torch.tensor([[-4, -4], [0, 0], [4, 4], [-1, 3], [2, -4]])
+    classes = class_of_shift(shifts)
+    assert classes.tolist() == [0, 40, 80, 34, 54]  # (dy + 4) * 9 + (dx + 4)
+    assert torch.equal(shift_of_class(classes), shifts)
+    assert torch.equal(class_of_shift(shift_of_class(torch.arange(SHIFT_CLASSES))), torch.arange(SHIFT_CLASSES))
+
+
+def test_a_genie_lam_has_no_motion_head() -> None:
+    model = make()
+    assert model.motion_head is None and model.action_shifts() is None
+    _, metrics = model.loss({"frames": (frames() * 255).to(torch.uint8).permute(0, 1, 3, 4, 2)})
+    assert "losses/lam_motion" not in metrics
+
+
+def test_motion_loss_reads_the_camera_shift_off_the_frames() -> None:
+    model = make(MOTION)
+    shifts = torch.tensor([[[0, 1], [-3, 0], [2, -2]], [[0, 0], [1, 1], [-4, 4]]])  # (B, T-1, 2)
+    clips = panning_clips(shifts)
+    loss, metrics = model.loss({"frames": clips})
+    pred, q = model(to_float(clips))
+    logits = model.motion_head(model.quantizer.indices_to_codes(q.indices))  # from each action's code alone
+    motion = torch.nn.functional.cross_entropy(logits.flatten(0, 1), class_of_shift(shifts).flatten())
+    torch.testing.assert_close(metrics["losses/lam_motion"], motion)
+    recon = torch.nn.functional.mse_loss(pred, to_float(clips)[:, 1:])
+    torch.testing.assert_close(loss, recon + q.loss + MOTION.motion_weight * motion)
+    loss.backward()
+    assert model.motion_head.weight.grad.abs().sum() > 0 and model.to_action.weight.grad.abs().sum() > 0
+
+
+def test_action_shifts_are_the_motion_heads_choice_per_code() -> None:
+    model = make(MOTION)
+    named = torch.tensor([[0, 0], [0, 1], [0, -1], [-4, 0], [4, 0], [-4, 1], [-4, -1], [1, 0]])
+    with torch.no_grad():  # make each code's logits peak at its chosen class, whatever the code's vector
+        codes = model.quantizer.indices_to_codes(torch.arange(8))  # (8, action_dim)
+        model.motion_head.weight.zero_()
+        model.motion_head.bias.zero_()
+        model.motion_head.weight[class_of_shift(named)] = 50 * codes / codes.norm(dim=-1, keepdim=True)
+    assert torch.equal(model.action_shifts(), named)
+    with pytest.raises(UserInputError, match="motion_weight"):
+        dataclasses.replace(MOTION, motion_weight=-1.0)

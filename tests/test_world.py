@@ -150,3 +150,53 @@ def test_world_json_sampling_sets_the_defaults_and_is_checked(tiny_world: Path) 
     (tiny_world / "world.json").write_text(json.dumps(spec))
     with pytest.raises(UserInputError, match="sampling"):
         World.from_pretrained(tiny_world)
+
+
+# ---------------------------------------------------------------------------- motion compensation
+
+SHIFTS = ((0, 0), (0, 2), (-1, 0), (3, -2))
+
+
+def compensated(world_dir: Path) -> GenieWorld:
+    """The tiny world with its dynamics replaced by a motion-compensated one whose "keep" always wins."""
+    world = GenieWorld.from_run(world_dir)
+    config = dataclasses.replace(world.dynamics.config, copy_path=True, action_shifts=SHIFTS)
+    torch.manual_seed(0)
+    dynamics = GenieDynamics(config).eval()
+    with torch.no_grad():
+        dynamics.head.bias.view(-1, config.num_codes + 1)[:, -1] = 50.0  # "keep" certain at every place
+    world = GenieWorld(world.tokenizer, world.lam, dynamics)
+    world.set_sampling(1, 0.0)
+    return world
+
+
+def test_a_compensated_world_keeps_the_last_frame_moved_by_the_actions_shift(tiny_world: Path) -> None:
+    world = compensated(tiny_world)
+    x = torch.from_numpy(prompt()).permute(2, 0, 1)[None, None].float() / 255  # (1, 1, C, H, W)
+    state = world.encode(x)
+    for action in (1, 3, 2, 0):
+        last = world.decode(state)  # (1, C, H, W)
+        moved = world.tokenizer.encode_moved(last, torch.tensor([SHIFTS[action]]))  # (1, h, w)
+        assert action == 0 or not torch.equal(moved, state.tokens[:, -1])  # the move shows in the tokens
+        state, pred = world.step(state, torch.tensor([action]))
+        assert torch.equal(pred.tokens, moved)
+    plain = GenieWorld.from_run(tiny_world)
+    assert torch.equal(plain.keep_grid(state.tokens, torch.tensor([1])), state.tokens[:, -1])
+
+
+def test_compensated_training_inputs_keep_codes_of_the_real_frame_moved(tiny_world: Path) -> None:
+    from nextworld.data.frames import to_model_frames
+    from nextworld.models.genie.training import DynamicsInputs
+
+    world = compensated(tiny_world)
+    frames = torch.from_numpy(np.stack([np.stack([prompt(seed + t) for t in range(4)]) for seed in (0, 9)]))
+    inputs = DynamicsInputs(world.tokenizer, world.lam, world.dynamics.config.shift_table())
+    batch = inputs({"frames": frames})  # frames uint8 [B, T, H, W, C]
+    x = to_model_frames(frames)
+    actions = world.lam.infer_actions(x)  # (B, T-1)
+    assert torch.equal(batch["actions"][:, :-1], actions) and torch.equal(batch["tokens"], world.tokenizer.encode(x))
+    for t in range(3):
+        shift = torch.tensor(SHIFTS)[actions[:, t]]
+        assert torch.equal(batch["previous"][:, t + 1], world.tokenizer.encode_moved(x[:, t], shift))
+    assert torch.equal(batch["previous"][:, 0], batch["tokens"][:, 0])
+    world.dynamics.loss(batch)  # the batch is what the dynamics trains on

@@ -19,7 +19,8 @@ Keeping codes (``copy_path``, off by default): the head predicts one more logit 
 "keep", whose probability is added to the code that the previous frame has at that place, so
 the logits become log-probabilities and ``logits``/``generate_next`` take the previous frame's
 tokens (``previous``). ``loss`` keeps the previous frame's own tokens unless the batch gives
-``previous``, another grid to keep codes from (e.g. the previous frame moved by the camera's motion).
+``previous``, another grid to keep codes from: with ``action_shifts`` (motion compensation), the
+previous frame moved by the camera shift its action names.
 
 Token groups (``token_patch`` p > 1): each transformer position holds a p x p group of
 tokens; its embedding is the sum of per-place token embeddings (one table per place in the
@@ -73,6 +74,13 @@ class DynamicsConfig:
     copy_path: bool = False
     """Give every token a direct way to keep the previous frame's code at its place: the head
     predicts one extra logit per token, "keep", whose probability is added to that code's."""
+    action_shifts: tuple[tuple[int, int], ...] | None = None
+    """Motion compensation (needs ``copy_path``): the camera shift (dy, dx) that each latent
+    action names (``LatentActionModel.action_shifts`` of a LAM trained with ``motion_weight``).
+    The "keep" path of frame t+1 then points at frame t moved by a_t's shift in pixels and
+    tokenized again (``VideoTokenizer.encode_moved``), so a scrolling view is kept, not
+    re-predicted code by code. The dynamics only reads the grid: the world and the training
+    inputs build it, as moving a frame takes the tokenizer."""
     max_frames: int = 16
     """Most frames the model attends over: training clip length and generation context."""
     token_patch: int = 1
@@ -91,9 +99,19 @@ class DynamicsConfig:
         if min(self.num_codes, self.num_actions, self.max_frames, self.token_patch, *self.token_grid) < 1:
             raise UserInputError("dynamics num_codes, num_actions, max_frames, token_patch and token_grid "
                                  "must be positive")
+        if self.action_shifts is not None:
+            shifts = tuple(tuple(int(v) for v in pair) for pair in self.action_shifts)
+            if not self.copy_path or len(shifts) != self.num_actions or any(len(pair) != 2 for pair in shifts):
+                raise UserInputError(f"dynamics action_shifts needs copy_path and one (dy, dx) per action "
+                                     f"({self.num_actions}), got {self.action_shifts!r}")
+            self.action_shifts = shifts
         if any(side % self.token_patch for side in self.token_grid):
             raise UserInputError(f"dynamics token_grid {tuple(self.token_grid)} is not divisible by "
                                  f"token_patch {self.token_patch}")
+
+    def shift_table(self, device: torch.device | str = "cpu") -> torch.Tensor | None:
+        """int64 [num_actions, 2], ``action_shifts`` as a tensor (None without motion compensation)."""
+        return None if self.action_shifts is None else torch.tensor(self.action_shifts, device=device)
 
     @property
     def tokens_per_frame(self) -> int:

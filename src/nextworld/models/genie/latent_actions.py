@@ -46,10 +46,26 @@ from torch import nn
 
 from nextworld.data.frames import to_model_frames
 from nextworld.errors import UserInputError
+from nextworld.eval.camera import MAX_SHIFT, camera_shifts
 from nextworld.eval.metrics import psnr
 from nextworld.nn.quantizers import QuantizerOutput, VectorQuantizer
 from nextworld.nn.space_time import SpaceTimeTransformer
 from nextworld.nn.st_vivit import patchify, unpatchify
+
+
+SHIFT_SIDE = 2 * MAX_SHIFT + 1
+SHIFT_CLASSES = SHIFT_SIDE**2
+"""Camera shifts the motion head tells apart: (dy, dx) in [-4, 4]^2, class (dy + 4) * 9 + (dx + 4)."""
+
+
+def class_of_shift(shifts: torch.Tensor) -> torch.Tensor:
+    """int [..., 2] shifts (dy, dx) in [-MAX_SHIFT, MAX_SHIFT]^2 -> int64 [...] classes."""
+    return ((shifts[..., 0] + MAX_SHIFT) * SHIFT_SIDE + shifts[..., 1] + MAX_SHIFT).long()
+
+
+def shift_of_class(classes: torch.Tensor) -> torch.Tensor:
+    """int64 [...] classes -> int64 [..., 2] shifts (dy, dx), inverting ``class_of_shift``."""
+    return torch.stack([classes // SHIFT_SIDE - MAX_SHIFT, classes % SHIFT_SIDE - MAX_SHIFT], dim=-1)
 
 
 @dataclass
@@ -96,7 +112,17 @@ class LatentActionConfig:
     the first frame of a clip), patch by patch: a sprite's one-pixel move or a scroll is
     plain in a difference image and faint in the frame itself."""
 
+    motion_weight: float = 0.0
+    """Weight of an auxiliary loss that makes each latent action name the camera's motion: from
+    its code alone, a linear head must tell the integer shift (dy, dx) in [-4, 4]^2 that best
+    aligns the transition's two frames (``nextworld.eval.camera.camera_shifts``, read off the
+    pixels: no recorded action). 0 (Genie's LAM) leaves the head out. With it, ``action_shifts``
+    gives each action's shift, which a motion-compensated dynamics (``DynamicsConfig.action_shifts``)
+    moves the last frame by."""
+
     def __post_init__(self) -> None:
+        if not self.motion_weight >= 0:
+            raise UserInputError(f"latent action model motion_weight must be >= 0, got {self.motion_weight}")
         if self.image_size % self.patch:
             raise UserInputError(f"latent action model image_size {self.image_size} is not divisible "
                                  f"by patch {self.patch}")
@@ -143,6 +169,8 @@ class LatentActionModel(nn.Module):
         self.decoder = SpaceTimeTransformer(c.dim, c.depth, c.heads, c.mlp_ratio, c.dropout,
                                             c.max_frames - 1, c.patches_per_frame)
         self.head = nn.Linear(c.dim, c.patch_pixels)
+        # only with motion_weight > 0, so a Genie LAM's weights stay what they were
+        self.motion_head = nn.Linear(c.action_dim, SHIFT_CLASSES) if c.motion_weight > 0 else None
         for layer in (self.encoder_embedding, self.to_action, self.from_action, self.decoder_embedding, self.head):
             nn.init.normal_(layer.weight, std=0.02)
             nn.init.zeros_(layer.bias)
@@ -254,6 +282,16 @@ class LatentActionModel(nn.Module):
                              f"{int(actions.min())}..{int(actions.max())}")
         return self._decode(frames, self.quantizer.indices_to_codes(actions))[:, -1].clamp(0, 1)
 
+    @torch.no_grad()
+    def action_shifts(self) -> torch.Tensor | None:
+        """int64 [num_actions, 2]: the camera shift (dy, dx) each latent action names, the motion
+        head's most likely class for its code; None without a motion head (``motion_weight`` 0)."""
+        if self.motion_head is None:
+            return None
+        classes = self.motion_head(self.quantizer.indices_to_codes(torch.arange(self.num_actions,
+                                                                                device=self.head.weight.device)))
+        return shift_of_class(classes.argmax(dim=-1))
+
     # ------------------------------------------------------------------------ training
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -266,7 +304,9 @@ class LatentActionModel(nn.Module):
             actions) and metrics ``losses/lam_recon`` (MSE of predicted frames 1..T-1),
             ``losses/lam_vq``, ``charts/lam_psnr`` (mean per-frame PSNR of the clamped
             predictions), ``charts/action_usage`` (fraction of the action codes used in the
-            batch) and ``charts/action_perplexity``, as 0-d tensors.
+            batch) and ``charts/action_perplexity``, as 0-d tensors; with ``motion_weight``,
+            also ``losses/lam_motion`` (the motion head's cross-entropy, added with that weight)
+            and ``charts/lam_motion_accuracy``.
         """
         frames = batch["frames"]
         if frames.dim() != 5 or frames.shape[1] < 2:
@@ -282,7 +322,15 @@ class LatentActionModel(nn.Module):
             "charts/action_usage": q.metrics["codebook_usage"],
             "charts/action_perplexity": q.metrics["perplexity"],
         }
-        return recon + q.loss, metrics
+        loss = recon + q.loss
+        if self.motion_head is not None:
+            truth = class_of_shift(camera_shifts(x))  # (B, T-1)
+            logits = self.motion_head(self._action_codes(q))  # (B, T-1, SHIFT_CLASSES), from the code alone
+            motion = F.cross_entropy(logits.flatten(0, 1), truth.flatten())
+            loss = loss + self.config.motion_weight * motion
+            metrics["losses/lam_motion"] = motion.detach()
+            metrics["charts/lam_motion_accuracy"] = (logits.detach().argmax(dim=-1) == truth).float().mean()
+        return loss, metrics
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from nextworld.data.windows import ClipDataset
 from nextworld.models.genie.dynamics import GenieDynamics
 from nextworld.models.genie.latent_actions import LatentActionModel
 from nextworld.models.genie.tokenizer import VideoTokenizer
+from nextworld.models.genie.world import GenieWorld
 
 
 @torch.no_grad()
@@ -54,13 +55,9 @@ def save_dream_samples(dynamics: GenieDynamics, tokenizer: VideoTokenizer, lam: 
     frames = _spaced_clips(clips, count)  # (count, T, H, W, C)
     device = next(dynamics.parameters()).device
     x = to_model_frames(frames.to(device))  # (count, T, C, H, W)
-    actions = lam.infer_actions(x)  # (count, T-1)
-    generated = [tokenizer.encode(x[:, :1])[:, 0]]  # (count, h, w) each
-    cache = dynamics.prefill(generated[0][:, None])
-    for k in range(actions.shape[1]):
-        generated.append(dynamics.generate_next(cache, actions[:, k], temperature=0.0, previous=generated[-1]))
-    generated = generated[1:]
-    dreamed = tokenizer.decode(torch.stack(generated, dim=1))  # (count, T-1, C, H, W)
+    world = GenieWorld(tokenizer, lam, dynamics)  # puts the stages in eval mode; fit() sets train mode again
+    world.set_sampling(8, 0.0)
+    dreamed = world.rollout(x[:, :1], world.infer_actions(x))  # (count, T-1, C, H, W)
     dreamed = to_stored_frames(dreamed).cpu().numpy()
     rows = [r for i in range(count) for r in (frames[i, 1:].numpy(), dreamed[i])]
     return save_image_grid(rows, path)

@@ -10,6 +10,8 @@ used). With 8x8 pixels per token it had stalled near 26.8 dB in 10 minutes, wher
 ``base`` follows Genie's CoinRun case study: 4x4 pixels per token, 1024 codes.
 """
 
+import torch
+
 from nextworld.models.genie.dynamics import DynamicsConfig
 from nextworld.models.genie.latent_actions import LatentActionConfig
 from nextworld.models.genie.tokenizer import TokenizerConfig
@@ -22,13 +24,17 @@ TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
 
 
 LAM_PRESETS: dict[str, LatentActionConfig] = {
-    "tiny": LatentActionConfig(patch=8, dim=128, depth=2, heads=4, max_frames=8),
+    # tiny: its 8 codes also name the camera's motion, so its world is motion-compensated (docs/genie.md)
+    "tiny": LatentActionConfig(patch=8, dim=128, depth=2, heads=4, max_frames=8, motion_weight=0.02),
     "small": LatentActionConfig(patch=8, dim=256, depth=4, heads=8, max_frames=16),
     # Genie's CoinRun case study: 16x16 patches of 64x64 frames would be 4x4; its LAM is ~300M params
     # on 16 frames; this keeps the shape (8 codes) at a size one GPU trains in hours.
     "base": LatentActionConfig(patch=4, dim=512, depth=8, heads=8, max_frames=16),
 }
-"""Latent action models; each infers 8 latent actions (Genie's choice for its worlds)."""
+"""Latent action models; each infers 8 latent actions (Genie's choice for its worlds). ``tiny`` adds
+the motion loss (``motion_weight``), which gives it a motion-compensated dynamics: on CoinRun's
+validation split its world dreamed 19.41 dB at t10 after 500 dynamics steps against the copy's
+18.85 (64 clips), where the plain Genie world stays below the copy (docs/genie.md)."""
 
 DYNAMICS_SHAPES: dict[str, dict[str, int | float]] = {
     "tiny": {"dim": 128, "depth": 4, "heads": 4, "max_frames": 8, "token_patch": 2},
@@ -38,7 +44,14 @@ DYNAMICS_SHAPES: dict[str, dict[str, int | float]] = {
 """Dynamics transformer sizes; its vocabulary and grid come from the tokenizer, its actions from the LAM."""
 
 
-def dynamics_config(preset: str, tokenizer: TokenizerConfig, num_codes: int, num_actions: int) -> DynamicsConfig:
-    """The dynamics config of ``preset`` for a trained tokenizer (``num_codes``, its token grid) and LAM."""
-    return DynamicsConfig(num_codes=num_codes, token_grid=tokenizer.token_grid, num_actions=num_actions,
-                          **DYNAMICS_SHAPES[preset])
+def dynamics_config(preset: str, tokenizer: TokenizerConfig, num_codes: int, num_actions: int,
+                    action_shifts: torch.Tensor | None = None) -> DynamicsConfig:
+    """The dynamics config of ``preset`` for a trained tokenizer (``num_codes``, its token grid) and LAM.
+
+    A LAM that names camera shifts (``action_shifts``, from ``motion_weight``) gets a
+    motion-compensated dynamics: ``copy_path`` on, keeping codes of the frame moved by each
+    action's shift."""
+    shape = dict(DYNAMICS_SHAPES[preset])
+    if action_shifts is not None:
+        shape.update(copy_path=True, action_shifts=tuple(map(tuple, action_shifts.tolist())))
+    return DynamicsConfig(num_codes=num_codes, token_grid=tokenizer.token_grid, num_actions=num_actions, **shape)

@@ -60,11 +60,11 @@ def _recipe(length: int, stride: int, steps: int, batch: int, lr: float, warmup:
 
 
 RECIPES: dict[str, dict[str, StageRecipe]] = {
-    # tiny: the three stages fit in an hour on 2 CPU cores (docs/genie.md: 52 minutes measured); the
-    # LAM has 2,000 steps and the dynamics 4,000 (3,000 and 3,000 before: held-out psnr_t10 the same)
+    # tiny: the three stages fit in an hour on 2 CPU cores (docs/genie.md); the LAM has 2,000 steps
+    # and the dynamics 3,000: its motion-compensated step costs about 0.45 s against the plain 0.36
     "tiny": {"tokenizer": _recipe(16, 4, 10000, 8, 2e-3, 100, 1000, 50),
              "lam": _recipe(8, 2, 2000, 8, 1e-3, 100, 500, 50),
-             "dynamics": _recipe(8, 2, 4000, 8, 1e-3, 200, 500, 50)},
+             "dynamics": _recipe(8, 2, 3000, 8, 1e-3, 200, 500, 50)},
     "small": {"tokenizer": _recipe(16, 4, 30000, 32, 1e-3, 500, 2000, 100),
               "lam": _recipe(16, 2, 30000, 32, 3e-4, 1000, 2000, 100),
               "dynamics": _recipe(16, 2, 50000, 32, 3e-4, 1000, 2000, 100)},
@@ -120,10 +120,14 @@ def stage_train_config(cfg: GenieTrainConfig, stage: str, resuming: bool) -> Tra
 
 class DynamicsInputs:
     """The dynamics stage's batch preparation: frames -> tokens (frozen tokenizer) and
-    latent actions (frozen latent action model). Deterministic, so resume stays exact."""
+    latent actions (frozen latent action model); with ``action_shifts`` (a motion-compensated
+    dynamics), also ``previous``: each real frame moved by the shift its action names, tokenized.
+    Deterministic, so resume stays exact."""
 
-    def __init__(self, tokenizer: VideoTokenizer, lam: LatentActionModel) -> None:
+    def __init__(self, tokenizer: VideoTokenizer, lam: LatentActionModel,
+                 action_shifts: torch.Tensor | None = None) -> None:
         self.tokenizer, self.lam = tokenizer.eval().requires_grad_(False), lam.eval().requires_grad_(False)
+        self.action_shifts = action_shifts
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         frames = batch["frames"]
@@ -132,8 +136,14 @@ class DynamicsInputs:
             self.lam.to(frames.device)
         x = to_model_frames(frames)  # (B, T, C, H, W)
         actions = self.lam.infer_actions(x)  # (B, T-1)
-        actions = torch.cat([actions, actions.new_zeros(actions.shape[0], 1)], dim=1)  # the last one is unused
-        return {"tokens": self.tokenizer.encode(x), "actions": actions}
+        tokens = self.tokenizer.encode(x)  # (B, T, h, w)
+        batch = {"tokens": tokens}
+        if self.action_shifts is not None:  # frame t+1 keeps codes of frame t moved by a_t's shift
+            shifts = self.action_shifts.to(x.device)[actions]  # (B, T-1, 2)
+            moved = self.tokenizer.encode_moved(x[:, :-1].flatten(0, 1), shifts.flatten(0, 1))
+            batch["previous"] = torch.cat([tokens[:, :1], moved.unflatten(0, shifts.shape[:2])], dim=1)
+        batch["actions"] = torch.cat([actions, actions.new_zeros(actions.shape[0], 1)], dim=1)  # the last one is unused
+        return batch
 
 
 def _load_stage(out: Path, stage: str) -> nn.Module:
@@ -157,12 +167,13 @@ def _stage_model(cfg: GenieTrainConfig, stage: str, resuming: bool) -> tuple[nn.
             raise UserInputError(f"{cfg.out / stage}: its tokenizer or lam has changed since it was trained "
                                  f"(their weights differ); train the dynamics into a new --out")
     else:
-        config = dynamics_config(cfg.preset, tokenizer.config, tokenizer.num_codes, lam.num_actions)
+        config = dynamics_config(cfg.preset, tokenizer.config, tokenizer.num_codes, lam.num_actions,
+                                 lam.action_shifts())
     if config.max_frames > lam.config.max_frames:
         raise UserInputError(f"{cfg.out / 'lam'}: reads clips of at most {lam.config.max_frames} frames, the "
                              f"{cfg.preset} dynamics trains on {config.max_frames}; use the --preset the run's "
                              f"lam was trained with")
-    return GenieDynamics(config), DynamicsInputs(tokenizer, lam)
+    return GenieDynamics(config), DynamicsInputs(tokenizer, lam, config.shift_table())
 
 
 def stage_input_hashes(out: Path) -> dict[str, str]:

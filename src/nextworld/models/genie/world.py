@@ -190,19 +190,33 @@ class GenieWorld(nn.Module):
             tokens, actions = tokens[:, 1:], actions[:, 1:]
             cache = self.dynamics.prefill(tokens, actions)
         new = self.dynamics.generate_next(cache, action, self.sample_steps, self.temperature, generator,
-                                          previous=tokens[:, -1])  # (B, h, w)
+                                          previous=self.keep_grid(tokens, action))  # (B, h, w)
         state = GenieState(torch.cat([tokens, new[:, None]], dim=1), torch.cat([actions, action[:, None]], dim=1), cache)
         return state, Prediction(frames=self.decode(state), tokens=new)
 
     @torch.no_grad()
-    def decode(self, state: GenieState) -> torch.Tensor:
-        """The last frame of every world, float [B, C, H, W] in [0, 1].
+    def keep_grid(self, tokens: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The tokens the dynamics' "keep" path points at for the frame after ``tokens`` (int64
+        [B, T, h, w]) under ``action`` (int64 [B]): the last frame's own tokens, or, for a
+        motion-compensated dynamics (``action_shifts``), the last frame moved by the action's shift."""
+        table = self.dynamics.config.shift_table(tokens.device)
+        if table is None:
+            return tokens[:, -1]
+        return self.tokenizer.encode_moved(self._last_frame(tokens), table[action])
+
+    def _last_frame(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens int64 [B, T, h, w] -> the last frame, float [B, C, H, W] in [0, 1].
 
         A conv tokenizer decodes each frame alone; an ST-ViViT one (``arch="st"``) decodes the
         frame with the context its temporal attention was trained on.
         """
-        context = state.tokens if self.tokenizer.config.arch == "st" else state.tokens[:, -1:]
+        context = tokens if self.tokenizer.config.arch == "st" else tokens[:, -1:]
         return self.tokenizer.decode(context)[:, -1]
+
+    @torch.no_grad()
+    def decode(self, state: GenieState) -> torch.Tensor:
+        """The last frame of every world, float [B, C, H, W] in [0, 1]."""
+        return self._last_frame(state.tokens)
 
     @torch.no_grad()
     def rollout(self, prompt: torch.Tensor, actions: torch.Tensor,
