@@ -13,13 +13,17 @@ through the world's own tokenizer as a real world's frames are:
   and tokenized again, as a world that feeds back its own frames (the tokenizer's loss compounds);
 - ``hindsight``: the translation of the prompt within 3 pixels of ``tracked``'s that best matches
   frame K itself, chosen knowing the answer: no world that only translates its prompt scores more;
-- ``reconstruction``: the real frame K through the tokenizer, the ceiling of any world.
+- ``reconstruction``: the real frame K through the tokenizer, the ceiling of any world;
+- with ``--lam DIR`` (a latent action model trained with ``motion_weight``), ``lam_named_stepwise``:
+  as ``tracked_stepwise``, but each step moves by the shift that the LAM's action for the
+  transition names (``action_shifts``), what a motion-compensated world with that LAM gives if
+  its dynamics keeps every moved code.
 
 What translation cannot give (the agent's own motion, things entering the view, the
 level's other sprites) is left to the dynamics; so if ``tracked`` falls short of a target, a world
 must predict more than the camera to reach it.
 
-    python benchmarks/genie_camera_bound.py [WORLD] --data DIR [--clips 64]
+    python benchmarks/genie_camera_bound.py [WORLD] --data DIR [--clips 64] [--lam DIR]
 
 WORLD defaults to coinrun-tiny; ``--clips 64`` are the eval's own clips (evenly spaced). Prints one
 JSON line and a table. About a second per 10 clips on 2 CPU cores.
@@ -37,6 +41,8 @@ from nextworld.eval.camera import camera_shifts, translate
 from nextworld.eval.evaluate import EVAL_WINDOW
 from nextworld.eval.genie_eval import ROLLOUT_STEPS, _frames, copy_baseline, spaced_indices
 from nextworld.eval.metrics import psnr
+from nextworld.models.base import load_pretrained
+from nextworld.models.genie.latent_actions import infer_actions_windowed
 from nextworld.play.world import load_world_model
 
 HINDSIGHT = 3
@@ -48,8 +54,17 @@ def _tokenized(world, frames: torch.Tensor) -> torch.Tensor:
     return world.tokenizer.decode(world.tokenizer.encode(frames))
 
 
+def _stepwise(world, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """Frames [B, T-1, C, H, W]: from the tokenized prompt, each the previous one moved by steps[:, k] and tokenized."""
+    out, current = [], _tokenized(world, x[:, :1])[:, 0]
+    for k in range(steps.shape[1]):
+        current = _tokenized(world, translate(current, steps[:, k])[:, None])[:, 0]
+        out.append(current)
+    return torch.stack(out, dim=1)
+
+
 @torch.no_grad()
-def bound(world, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def bound(world, x: torch.Tensor, lam=None) -> dict[str, torch.Tensor]:
     """PSNR [B, T-1] of each translating world (module docstring) on clips x float [B, T, C, H, W]."""
     b, t = x.shape[:2]
     real, prompt = x[:, 1:], x[:, 0]
@@ -57,10 +72,6 @@ def bound(world, x: torch.Tensor) -> dict[str, torch.Tensor]:
     total = steps.cumsum(dim=1)  # (B, T-1, 2): prompt -> frame k+1
     flat = prompt[:, None].expand(b, t - 1, *prompt.shape[1:]).reshape(-1, *prompt.shape[1:])
     tracked = translate(flat, total.reshape(-1, 2)).reshape(real.shape)
-    stepwise, current = [], _tokenized(world, x[:, :1])[:, 0]
-    for k in range(t - 1):
-        current = _tokenized(world, translate(current, steps[:, k])[:, None])[:, 0]
-        stepwise.append(current)
     best, best_psnr = tracked.clone(), torch.full(real.shape[:2], -1.0)
     for dy in range(-HINDSIGHT, HINDSIGHT + 1):
         for dx in range(-HINDSIGHT, HINDSIGHT + 1):
@@ -69,11 +80,15 @@ def bound(world, x: torch.Tensor) -> dict[str, torch.Tensor]:
             score = psnr(candidate, real)
             better = score > best_psnr
             best[better], best_psnr[better] = candidate[better], score[better]
-    return {"copy": copy_baseline(world, x),
+    rows = {"copy": copy_baseline(world, x),
             "tracked": psnr(_tokenized(world, tracked), real),
-            "tracked_stepwise": psnr(torch.stack(stepwise, dim=1), real),
+            "tracked_stepwise": psnr(_stepwise(world, x, steps), real),
             "hindsight": psnr(_tokenized(world, best), real),
             "reconstruction": psnr(_tokenized(world, real), real)}
+    if lam is not None:
+        named = lam.action_shifts().to(x.device)[infer_actions_windowed(lam, x)]  # (B, T-1, 2)
+        rows["lam_named_stepwise"] = psnr(_stepwise(world, x, named), real)
+    return rows
 
 
 def main() -> None:
@@ -82,14 +97,18 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="held-out episodes")
     parser.add_argument("--clips", type=int, default=64, help="clips, evenly spaced (64: the eval's own)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lam", help="a latent action model trained with motion_weight (a run's lam directory)")
     args = parser.parse_args()
     world = load_world_model(args.world)
+    lam = load_pretrained(args.lam, "genie-lam").eval() if args.lam else None
+    if lam is not None and lam.action_shifts() is None:
+        parser.error(f"--lam {args.lam}: this latent action model names no shifts (trained without motion_weight)")
     clips = open_clips(args.data, EVAL_WINDOW, keys=("frames",), frame_shape=world.frame_shape)
     indices = spaced_indices(len(clips), args.clips)
     rows: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(indices), args.batch_size):
         x = _frames(clips, indices[start:start + args.batch_size], world.device)
-        for name, values in bound(world, x).items():
+        for name, values in bound(world, x, lam).items():
             rows.setdefault(name, []).append(values.cpu())
     means = {name: torch.cat(values).mean(dim=0) for name, values in rows.items()}  # [T-1] each
     report = {"world": args.world, "data": args.data, "clips": len(indices),

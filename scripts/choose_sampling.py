@@ -1,12 +1,15 @@
 """Choose a Genie world's default sampling (MaskGIT steps, temperature) on a validation split.
 
     python scripts/choose_sampling.py WORLD_DIR --data VALIDATION [--steps 1,2,4,8] [--temperatures 0,0.5,1]
+        [--tolerance 0.5] [--reuse-grid]
 
 Evaluates every combination on ``VALIDATION`` (episodes of *training* levels that training
-did not use; never the held-out levels the targets are reported on), picks the one with the
-highest ``psnr_t10`` (ties: fewer steps, the faster one), and writes it as the world's
-``sampling`` in ``WORLD_DIR/world.json`` together with the whole grid, so the choice and its
-evidence travel with the world.
+did not use; never the held-out levels the targets are reported on) and picks the fewest
+MaskGIT steps whose ``psnr_t10`` is within ``--tolerance`` dB of the best, then the lowest
+temperature (greedy sampling is deterministic and draws nothing): each step is one more pass of
+the dynamics per frame, and play (the web player's 15 frames a second) needs them few. It writes the choice as the world's ``sampling`` in
+``WORLD_DIR/world.json`` together with the whole grid, so the choice and its evidence travel
+with the world. ``--reuse-grid`` decides again from the grid already there, without evaluating.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from nextworld.models.genie.world import WORLD_FILE
 KEYS = ("psnr_t1", "psnr_t4", "psnr_t10", "delta_psnr_t4")
 
 
-def choose(world: Path, data: Path, steps: list[int], temperatures: list[float], seed: int) -> dict:
+def evaluate_grid(world: Path, data: Path, steps: list[int], temperatures: list[float], seed: int) -> list[dict]:
     grid = []
     for s in steps:
         for t in temperatures:
@@ -31,9 +34,17 @@ def choose(world: Path, data: Path, steps: list[int], temperatures: list[float],
             row = {"sample_steps": s, "temperature": t, **{k: round(metrics[k], 4) for k in KEYS}}
             print(json.dumps(row), flush=True)
             grid.append(row)
-    best = max(grid, key=lambda r: (r["psnr_t10"], -r["sample_steps"]))
+    return grid
+
+
+def choose(grid: list[dict], data: str, tolerance: float) -> dict:
+    """The fewest steps within ``tolerance`` dB of the best psnr_t10, then the lowest temperature, with its evidence."""
+    top = max(r["psnr_t10"] for r in grid)
+    best = min((r for r in grid if r["psnr_t10"] >= top - tolerance),
+               key=lambda r: (r["sample_steps"], r["temperature"], -r["psnr_t10"]))
     return {"sample_steps": best["sample_steps"], "temperature": best["temperature"],
-            "chosen_on": {"data": str(data), "criterion": "highest psnr_t10, then fewer steps", "grid": grid}}
+            "chosen_on": {"data": data, "criterion": f"fewest steps within {tolerance:g} dB of the highest psnr_t10, "
+                                                     "then the lowest temperature", "grid": grid}}
 
 
 def main() -> None:
@@ -43,11 +54,20 @@ def main() -> None:
     parser.add_argument("--steps", default="1,2,4,8")
     parser.add_argument("--temperatures", default="0,0.5,1")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tolerance", type=float, default=0.5, help="dB of psnr_t10 given up for fewer steps")
+    parser.add_argument("--reuse-grid", action="store_true", help="decide from the grid in world.json")
     args = parser.parse_args()
     path = args.world / WORLD_FILE
     spec = json.loads(path.read_text())
-    spec["sampling"] = choose(args.world, args.data, [int(v) for v in args.steps.split(",")],
-                              [float(v) for v in args.temperatures.split(",")], args.seed)
+    if args.reuse_grid:
+        chosen_on = spec.get("sampling", {}).get("chosen_on", {})
+        if "grid" not in chosen_on or chosen_on.get("data") != str(args.data):
+            raise SystemExit(f"{path}: no grid evaluated on {args.data} to reuse; run without --reuse-grid")
+        grid = chosen_on["grid"]
+    else:
+        grid = evaluate_grid(args.world, args.data, [int(v) for v in args.steps.split(",")],
+                             [float(v) for v in args.temperatures.split(",")], args.seed)
+    spec["sampling"] = choose(grid, str(args.data), args.tolerance)
     write_json_atomic(path, spec)
     print(f"{path}: sampling {spec['sampling']['sample_steps']} steps at temperature "
           f"{spec['sampling']['temperature']}")

@@ -55,6 +55,8 @@ class GenieState:
     """int64 [B, L-1]: the latent actions between those frames."""
     cache: KVCache
     """The dynamics model's keys and values of those L frames."""
+    last_frame: torch.Tensor | None = None
+    """float [B, C, H, W]: the last frame decoded, when known (a motion-compensated step moves it)."""
 
 
 def check_stages_agree(tokenizer: VideoTokenizer, lam: LatentActionModel, dynamics: GenieDynamics,
@@ -190,19 +192,23 @@ class GenieWorld(nn.Module):
             tokens, actions = tokens[:, 1:], actions[:, 1:]
             cache = self.dynamics.prefill(tokens, actions)
         new = self.dynamics.generate_next(cache, action, self.sample_steps, self.temperature, generator,
-                                          previous=self.keep_grid(tokens, action))  # (B, h, w)
+                                          previous=self.keep_grid(tokens, action, state.last_frame))  # (B, h, w)
         state = GenieState(torch.cat([tokens, new[:, None]], dim=1), torch.cat([actions, action[:, None]], dim=1), cache)
-        return state, Prediction(frames=self.decode(state), tokens=new)
+        state.last_frame = self.decode(state)
+        return state, Prediction(frames=state.last_frame, tokens=new)
 
     @torch.no_grad()
-    def keep_grid(self, tokens: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    def keep_grid(self, tokens: torch.Tensor, action: torch.Tensor,
+                  last_frame: torch.Tensor | None = None) -> torch.Tensor:
         """The tokens the dynamics' "keep" path points at for the frame after ``tokens`` (int64
         [B, T, h, w]) under ``action`` (int64 [B]): the last frame's own tokens, or, for a
-        motion-compensated dynamics (``action_shifts``), the last frame moved by the action's shift."""
+        motion-compensated dynamics (``action_shifts``), the last frame (``last_frame`` when
+        given, else decoded from ``tokens``) moved by the action's shift."""
         table = self.dynamics.config.shift_table(tokens.device)
         if table is None:
             return tokens[:, -1]
-        return self.tokenizer.encode_moved(self._last_frame(tokens), table[action])
+        frame = self._last_frame(tokens) if last_frame is None else last_frame
+        return self.tokenizer.encode_moved(frame, table[action])
 
     def _last_frame(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens int64 [B, T, h, w] -> the last frame, float [B, C, H, W] in [0, 1].
