@@ -282,3 +282,5 @@ def test_action_shifts_are_the_motion_heads_choice_per_code() -> None:
     assert torch.equal(model.action_shifts(), named)
     with pytest.raises(UserInputError, match="motion_weight"):
         dataclasses.replace(MOTION, motion_weight=-1.0)
+    with pytest.raises(UserInputError, match="larger than 16 pixels"):
+        dataclasses.replace(TINY, motion_weight=0.1)  # 16x16 frames: too small to search shifts

@@ -123,6 +123,9 @@ class LatentActionConfig:
     def __post_init__(self) -> None:
         if not self.motion_weight >= 0:
             raise UserInputError(f"latent action model motion_weight must be >= 0, got {self.motion_weight}")
+        if self.motion_weight > 0 and self.image_size <= 2 * (MAX_SHIFT + 4):
+            raise UserInputError(f"latent action model motion_weight needs frames larger than {2 * (MAX_SHIFT + 4)} "
+                                 f"pixels to read the camera's shift, got image_size {self.image_size}")
         if self.image_size % self.patch:
             raise UserInputError(f"latent action model image_size {self.image_size} is not divisible "
                                  f"by patch {self.patch}")
