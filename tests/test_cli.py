@@ -63,6 +63,9 @@ def test_train_resume_eval(coinrun: dict[str, Path], tmp_path: Path) -> None:
     lines = (run / "tokenizer" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["step"] == 3
     assert (run / "tokenizer" / "samples" / "tokenizer-0000003.png").is_file()
+    # the tiny preset's LAM names camera shifts, so its dynamics is motion-compensated
+    dynamics_config = json.loads((run / "dynamics" / "config.json").read_text())["config"]
+    assert dynamics_config["copy_path"] and len(dynamics_config["action_shifts"]) == dynamics_config["num_actions"]
     out_json = tmp_path / "eval" / "metrics.json"
     assert main(["eval", str(run), "--data", str(coinrun["heldout"]), "--json", str(out_json),
                  "--max-clips", "4", "--action-clips", "16", "--fps-steps", "2", "--no-progress"]) == 0
