@@ -29,15 +29,14 @@ _shipped_keep = genie_dynamics.GenieDynamics._keep_previous
 
 
 def keep_with_bias(bias: float):
-    """``_keep_previous`` with ``bias`` added to the keep log-probability outside training."""
+    """``_keep_previous`` with ``bias`` added to the raw "keep" logit outside training. After the
+    library's softmax this equals adding it to the keep log-probability, up to one constant per
+    token, so greedy picks and sampling probabilities are those of the biased keep."""
 
     def keep(self, x: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
-        if self.training or not self.config.copy_path or previous is None:
-            return _shipped_keep(self, x, previous)
-        logp = x.float().log_softmax(dim=-1)
-        codes, kept = logp[..., :-1], logp[..., -1:] + bias
-        index = previous[..., None]
-        return codes.scatter(-1, index, torch.logaddexp(codes.gather(-1, index), kept))
+        if not self.training and self.config.copy_path:
+            x = torch.cat([x[..., :-1], x[..., -1:] + bias], dim=-1)
+        return _shipped_keep(self, x, previous)
 
     return keep
 
