@@ -17,13 +17,17 @@ through the world's own tokenizer as a real world's frames are:
 - with ``--lam DIR`` (a latent action model trained with ``motion_weight``), ``lam_named_stepwise``:
   as ``tracked_stepwise``, but each step moves by the shift that the LAM's action for the
   transition names (``action_shifts``), what a motion-compensated world with that LAM gives if
-  its dynamics keeps every moved code.
+  its dynamics keeps every moved code;
+- with ``--shifts DY:DX,...``, ``snapped_stepwise``: as ``tracked_stepwise``, but each true step
+  snapped to the nearest of those shifts: what a motion-compensated world whose latent actions
+  name exactly these shifts gives if its LAM picked the right one at every step (the bound of a
+  LAM with that many codes, if they named these moves).
 
 What translation cannot give (the agent's own motion, things entering the view, the
 level's other sprites) is left to the dynamics; so if ``tracked`` falls short of a target, a world
 must predict more than the camera to reach it.
 
-    python benchmarks/genie_camera_bound.py [WORLD] --data DIR [--clips 64] [--lam DIR]
+    python benchmarks/genie_camera_bound.py [WORLD] --data DIR [--clips 64] [--lam DIR] [--shifts 0:0,4:0,-4:0,...]
 
 WORLD defaults to coinrun-tiny; ``--clips 64`` are the eval's own clips (evenly spaced). Prints one
 JSON line and a table. About a second per 10 clips on 2 CPU cores.
@@ -64,7 +68,7 @@ def _stepwise(world, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def bound(world, x: torch.Tensor, lam=None) -> dict[str, torch.Tensor]:
+def bound(world, x: torch.Tensor, lam=None, shifts: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """PSNR [B, T-1] of each translating world (module docstring) on clips x float [B, T, C, H, W]."""
     b, t = x.shape[:2]
     real, prompt = x[:, 1:], x[:, 0]
@@ -88,6 +92,9 @@ def bound(world, x: torch.Tensor, lam=None) -> dict[str, torch.Tensor]:
     if lam is not None:
         named = lam.action_shifts().to(x.device)[infer_actions_windowed(lam, x)]  # (B, T-1, 2)
         rows["lam_named_stepwise"] = psnr(_stepwise(world, x, named), real)
+    if shifts is not None:  # (K, 2)
+        nearest = (steps[:, :, None].float() - shifts.float()).norm(dim=-1).argmin(dim=-1)  # (B, T-1)
+        rows["snapped_stepwise"] = psnr(_stepwise(world, x, shifts[nearest]), real)
     return rows
 
 
@@ -98,7 +105,14 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=64, help="clips, evenly spaced (64: the eval's own)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lam", help="a latent action model trained with motion_weight (a run's lam directory)")
+    parser.add_argument("--shifts", help="DY:DX,...: the moves a world's latent actions could name")
     args = parser.parse_args()
+    try:
+        shifts = torch.tensor([[int(v) for v in s.split(":")] for s in args.shifts.split(",")]) if args.shifts else None
+    except ValueError:
+        parser.error(f"--shifts {args.shifts!r}: expected DY:DX pairs separated by commas")
+    if shifts is not None and (shifts.dim() != 2 or shifts.shape[1] != 2):
+        parser.error(f"--shifts {args.shifts!r}: expected DY:DX pairs separated by commas")
     world = load_world_model(args.world)
     lam = load_pretrained(args.lam, "genie-lam").eval() if args.lam else None
     if lam is not None and lam.action_shifts() is None:
@@ -108,7 +122,7 @@ def main() -> None:
     rows: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(indices), args.batch_size):
         x = _frames(clips, indices[start:start + args.batch_size], world.device)
-        for name, values in bound(world, x, lam).items():
+        for name, values in bound(world, x, lam, shifts).items():
             rows.setdefault(name, []).append(values.cpu())
     means = {name: torch.cat(values).mean(dim=0) for name, values in rows.items()}  # [T-1] each
     report = {"world": args.world, "data": args.data, "clips": len(indices),

@@ -120,8 +120,10 @@ def sampling_section(target: Path) -> str:
     how = (f" It was chosen by `scripts/choose_sampling.py` on the validation split `{chosen['data']}` "
            f"(training levels, not the held-out ones) by {chosen['criterion']}; the whole grid is in "
            f"world.json." if chosen else "")
+    bias = (f", adding {sampling['keep_bias']:g} to the log-probability of keeping the moved last frame"
+            if sampling.get("keep_bias") else "")
     return (f"\nThe world samples with {sampling['sample_steps']} MaskGIT step(s) at temperature "
-            f"{sampling['temperature']:g} (world.json).{how}\n")
+            f"{sampling['temperature']:g}{bias} (world.json).{how}\n")
 
 
 def write_card(run: Path, name: str, eval_json: Path, command_file: Path, note: str = "") -> Path:

@@ -275,6 +275,23 @@ def test_cached_generation_with_a_copy_path_equals_full_forward() -> None:
         assert torch.equal(frames[-1], model.logits(context, actions[:, :t + 1], previous)[:, t].argmax(-1))
 
 
+def test_a_keep_bias_moves_sampling_towards_the_previous_frame() -> None:
+    model = make(COPY)
+    tokens, actions = clip()
+    other = (tokens[:, 1] + 1) % TINY.num_codes  # a "previous" grid the model has no reason to keep
+
+    def generate(keep_bias: float) -> torch.Tensor:
+        cache = model.prefill(tokens[:, :2], actions[:, :1])
+        return model.generate_next(cache, actions[:, 1], steps=1, temperature=0, previous=other, keep_bias=keep_bias)
+
+    with torch.no_grad():  # make "keep" (the last output of every token) unlikely
+        model.head.bias.view(4, TINY.num_codes + 1)[:, -1] = -30.0
+    assert not torch.equal(generate(0.0), other)
+    assert torch.equal(generate(100.0), other)  # the bias outweighs the trained dislike of keeping
+    with pytest.raises(ValueError, match="no copy_path"):
+        make().generate_next(make().prefill(tokens[:, :1]), actions[:, 0], steps=1, temperature=0, keep_bias=1.0)
+
+
 def test_token_groups_round_trip_and_keep_their_places() -> None:
     model = make(PATCHED)
     tokens, _ = clip()

@@ -146,6 +146,14 @@ def test_world_json_sampling_sets_the_defaults_and_is_checked(tiny_world: Path) 
     (tiny_world / "world.json").write_text(json.dumps(spec))
     with pytest.raises(UserInputError, match="must be an integer"):
         World.from_pretrained(tiny_world)
+    spec["sampling"] = {"keep_bias": "4"}
+    (tiny_world / "world.json").write_text(json.dumps(spec))
+    with pytest.raises(UserInputError, match="keep_bias numbers"):
+        World.from_pretrained(tiny_world)
+    spec["sampling"] = {"keep_bias": 4}  # the tiny world's dynamics has no copy path
+    (tiny_world / "world.json").write_text(json.dumps(spec))
+    with pytest.raises(UserInputError, match="keep_bias 4: this world's dynamics has no copy path"):
+        World.from_pretrained(tiny_world)
     spec["sampling"] = {"steps": 2}
     (tiny_world / "world.json").write_text(json.dumps(spec))
     with pytest.raises(UserInputError, match="sampling"):
@@ -182,6 +190,12 @@ def test_a_compensated_world_keeps_the_last_frame_moved_by_the_actions_shift(tin
         assert torch.equal(pred.tokens, moved)
     plain = GenieWorld.from_run(tiny_world)
     assert torch.equal(plain.keep_grid(state.tokens, torch.tensor([1])), state.tokens[:, -1])
+    world.set_sampling(keep_bias=-100.0)  # outweighs the head's certainty: the world stops keeping
+    moved = world.tokenizer.encode_moved(world.decode(state), torch.tensor([SHIFTS[1]]))
+    state, pred = world.step(state, torch.tensor([1]))
+    assert not (pred.tokens == moved).all()
+    with pytest.raises(UserInputError, match="finite"):
+        world.set_sampling(keep_bias=float("nan"))
 
 
 def test_compensated_training_inputs_keep_codes_of_the_real_frame_moved(tiny_world: Path) -> None:

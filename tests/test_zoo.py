@@ -145,3 +145,22 @@ def test_the_card_says_how_the_world_samples(tmp_path: Path) -> None:
                                                                   "chosen_on": chosen}}))
     section = module.sampling_section(tmp_path)
     assert "2 MaskGIT step(s) at temperature 0.5" in section and "`val-split`" in section
+    (tmp_path / "world.json").write_text(json.dumps({"sampling": {"sample_steps": 1, "temperature": 0,
+                                                                  "keep_bias": 4.0}}))
+    assert "1 MaskGIT step(s) at temperature 0, adding 4 to the log-probability of keeping" \
+        in module.sampling_section(tmp_path)
+
+
+def test_choose_sampling_takes_fewest_steps_then_lowest_temperature_then_the_best_keep_bias() -> None:
+    spec = importlib.util.spec_from_file_location("choose_sampling", REPO / "scripts" / "choose_sampling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = [(1, 0.0, 0.0, 19.3), (1, 0.0, 4.0, 19.5), (1, 0.5, 4.0, 19.6), (2, 0.0, 0.0, 19.7), (8, 0.0, 0.0, 20.0)]
+    grid = [{"sample_steps": s, "temperature": t, "keep_bias": b, "psnr_t10": p} for s, t, b, p in rows]
+    chosen = module.choose(grid, "val", tolerance=0.5)
+    assert (chosen["sample_steps"], chosen["temperature"], chosen["keep_bias"]) == (1, 0.0, 4.0)
+    assert chosen["chosen_on"]["grid"] == grid
+    chosen = module.choose(grid, "val", tolerance=0.2)  # within 0.2 dB of the best (20.0): 8 steps alone
+    assert (chosen["sample_steps"], chosen["keep_bias"]) == (8, 0.0)
+    old = [{k: v for k, v in row.items() if k != "keep_bias"} for row in grid]  # a grid from before keep biases
+    assert module.choose(old, "val", tolerance=0.5)["keep_bias"] == 0.0

@@ -78,6 +78,8 @@ class EvalConfig:
     """Sampling temperature of the dreams (the world's own when unset; 0: most likely tokens)."""
     sample_steps: int | None = None
     """MaskGIT iterations per dreamed frame (the world's own when unset)."""
+    keep_bias: float | None = None
+    """Added to a motion-compensated world's "keep" log-probability (the world's own when unset)."""
     fps_steps: int = 32
     """Steps of batch-1 play timed for frames_per_second."""
     label: str = "position"
@@ -127,7 +129,7 @@ def evaluate_dreamer(cfg: EvalConfig) -> dict[str, Any]:
 
 def evaluate_jepa(cfg: EvalConfig, family: str) -> dict[str, Any]:
     """Collapse and probe metrics of a JEPA run on ``cfg.data`` (see ``eval/jepa_eval.py``)."""
-    unused = [f"--{name.replace('_', '-')}" for name in ("levels", "temperature", "sample_steps")
+    unused = [f"--{name.replace('_', '-')}" for name in ("levels", "temperature", "sample_steps", "keep_bias")
               if getattr(cfg, name) is not None]
     if unused:
         raise UserInputError(f"{', '.join(unused)}: Genie options; a JEPA run is probed on every episode of --data")
@@ -195,7 +197,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     world_dir = _world_dir(cfg.run)
     if world_dir is not None:
         world = load_world_model(world_dir, str(device))
-        world.set_sampling(cfg.sample_steps, cfg.temperature)
+        world.set_sampling(cfg.sample_steps, cfg.temperature, cfg.keep_bias)
         tokenizer = world.tokenizer
     else:
         world = None

@@ -209,5 +209,5 @@ def evaluate_genie(world: GenieWorld, clips: ClipDataset, *, max_clips: int = 64
         metrics["frames_per_second"] = frames_per_second(world, prompt, steps=fps_steps, seed=seed)
         bar.advance(task)
     metrics.update({"action_clips": min(action_clips, len(clips)), "temperature": world.temperature,
-                    "sample_steps": world.sample_steps, "seed": seed})
+                    "sample_steps": world.sample_steps, "keep_bias": world.keep_bias, "seed": seed})
     return GenieEvalResult(metrics, rows)

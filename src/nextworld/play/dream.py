@@ -67,6 +67,8 @@ class DreamConfig:
     """Sampling temperature (0: the most likely token everywhere); the world's own when unset."""
     maskgit_steps: int | None = None
     """MaskGIT iterations per generated frame; the world's own when unset."""
+    keep_bias: float | None = None
+    """Added to a motion-compensated world's "keep" log-probability; the world's own when unset."""
     fps: int = 10
     """Frames per second of the video."""
     scale: int = 4
@@ -221,9 +223,10 @@ def dream(cfg: DreamConfig) -> Path:
     specs = _check(cfg)
     world = World.from_pretrained(cfg.run, cfg.device, seed=cfg.seed)
     if hasattr(world.model, "set_sampling"):
-        world.model.set_sampling(cfg.maskgit_steps, cfg.temperature)
-    elif cfg.maskgit_steps is not None or cfg.temperature is not None:
-        raise UserInputError(f"--maskgit-steps / --temperature: {cfg.run} has no such sampling settings (a Genie world has)")
+        world.model.set_sampling(cfg.maskgit_steps, cfg.temperature, cfg.keep_bias)
+    elif (cfg.maskgit_steps, cfg.temperature, cfg.keep_bias) != (None, None, None):
+        raise UserInputError(f"--maskgit-steps / --temperature / --keep-bias: {cfg.run} has no such sampling "
+                             f"settings (a Genie world has)")
     if cfg.side_by_side:
         spec = parse_dataset_spec(specs[0])
         clip = load_clip(*spec, cfg.frames, frame_shape=world.frame_shape)  # (T, H, W, 3)

@@ -162,15 +162,16 @@ class GenieDynamics(nn.Module):
         x = x.unflatten(-1, (p, p, -1)).unflatten(-4, (h // p, w // p))  # (..., h/p, w/p, p, p, V)
         return x.transpose(-4, -3).flatten(-5, -4).flatten(-3, -2)  # (..., h, w, V)
 
-    def _keep_previous(self, x: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+    def _keep_previous(self, x: torch.Tensor, previous: torch.Tensor | None, keep_bias: float = 0.0) -> torch.Tensor:
         """Head output [..., V(+1)] -> logits [..., V]; with ``copy_path``, the log-probabilities of
-        the codes with the "keep" probability added to each token's ``previous`` code [...]."""
+        the codes with the "keep" probability added to each token's ``previous`` code [...].
+        ``keep_bias`` is added to the keep log-probability first (sampling only; 0 in training)."""
         if not self.config.copy_path:
             return x
         if previous is None:
             raise ValueError("a copy_path dynamics needs the previous frame's tokens")
         logp = x.float().log_softmax(dim=-1)
-        codes, keep = logp[..., :-1], logp[..., -1:]
+        codes, keep = logp[..., :-1], logp[..., -1:] + keep_bias
         index = previous[..., None]
         return codes.scatter(-1, index, torch.logaddexp(codes.gather(-1, index), keep))
 
@@ -261,7 +262,7 @@ class GenieDynamics(nn.Module):
     @torch.no_grad()
     def generate_next(self, cache: KVCache, action: torch.Tensor, steps: int = 8,
                       temperature: float = 1.0, generator: torch.Generator | None = None,
-                      previous: torch.Tensor | None = None) -> torch.Tensor:
+                      previous: torch.Tensor | None = None, keep_bias: float = 0.0) -> torch.Tensor:
         """Decode the frame that follows the cached frames under ``action``, and append it to the cache.
 
         Args:
@@ -271,11 +272,15 @@ class GenieDynamics(nn.Module):
             temperature: sampling temperature (0: argmax).
             generator: draws the samples (torch's global generator when None).
             previous: int64 [B, h, w], the last cached frame's tokens (needed with ``copy_path``).
+            keep_bias: added to the "keep" log-probability of a ``copy_path`` dynamics (ValueError
+                without one): above 0 the new frame holds on to ``previous`` more than trained.
         Returns:
             tokens int64 [B, h, w] of the new frame.
         """
         if cache.length == 0:
             raise ValueError("generate_next needs a cache from prefill: the prompt frames come first")
+        if keep_bias and not self.config.copy_path:
+            raise ValueError(f"keep_bias {keep_bias}: this dynamics has no copy_path to bias")
         if cache.length >= self.config.max_frames:
             raise ValueError(f"the cache already holds max_frames={self.config.max_frames} frames; "
                              f"prefill again with the last frames to continue")
@@ -291,7 +296,7 @@ class GenieDynamics(nn.Module):
 
         def predict(frame: torch.Tensor) -> torch.Tensor:
             raw = self._ungroup(self.head(run(frame, False)))  # (B, h, w, V(+1))
-            return self._keep_previous(raw, previous).flatten(1, 2)  # (B, S, V), row-major
+            return self._keep_previous(raw, previous, keep_bias).flatten(1, 2)  # (B, S, V), row-major
 
         frame = maskgit.decode(predict, b, s, self.mask_id, steps, temperature,
                                device=action.device, generator=generator)  # (B, S)

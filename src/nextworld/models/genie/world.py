@@ -5,11 +5,11 @@ from a Genie run directory (or a shipped world, which has the same layout)::
 
     RUN/tokenizer/   RUN/lam/   RUN/dynamics/      each: config.json + model.safetensors
     RUN/world.json   {"format": "nextworld-world", "family": "genie",
-                      "sampling": {"sample_steps": 2, "temperature": 0.0}}   (sampling optional)
+                      "sampling": {"sample_steps": 2, "temperature": 0.0, "keep_bias": 0.0}}   (sampling optional)
 
-``sampling`` holds the world's default MaskGIT steps and temperature, chosen on a validation
-split (training-level episodes) when the world is packaged; without it a world samples with
-8 steps at temperature 1.
+``sampling`` holds the world's default MaskGIT steps, temperature and (for a motion-compensated
+dynamics) keep bias, chosen on a validation split (training-level episodes) when the world is
+packaged; without it a world samples with 8 steps at temperature 1 and no keep bias.
 
 Playing: ``encode`` tokenizes one or more prompt frames (the actions between several prompt
 frames are inferred by the latent action model) and caches them in the dynamics model;
@@ -24,6 +24,7 @@ once (``encode`` the prompt again to branch).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,12 +84,14 @@ def read_sampling(directory: Path) -> dict[str, Any]:
         return {}
     spec = read_json(path)
     sampling = spec.get("sampling", {}) if isinstance(spec, dict) else {}
-    if not isinstance(sampling, dict) or set(sampling) - {"sample_steps", "temperature", "chosen_on"}:
-        raise UserInputError(f"{path}: 'sampling' must be an object with sample_steps, temperature, chosen_on")
-    steps, temperature = sampling.get("sample_steps"), sampling.get("temperature")
+    if not isinstance(sampling, dict) or set(sampling) - {"sample_steps", "temperature", "keep_bias", "chosen_on"}:
+        raise UserInputError(f"{path}: 'sampling' must be an object with sample_steps, temperature, keep_bias, chosen_on")
+    steps = sampling.get("sample_steps")
+    numbers = [sampling.get(k) for k in ("temperature", "keep_bias") if sampling.get(k) is not None]
     if (steps is not None and (isinstance(steps, bool) or not isinstance(steps, int))) or \
-            (temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float)))):
-        raise UserInputError(f"{path}: sampling.sample_steps must be an integer and sampling.temperature a number")
+            any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers):
+        raise UserInputError(f"{path}: sampling.sample_steps must be an integer, sampling.temperature "
+                             f"and sampling.keep_bias numbers")
     return {k: v for k, v in sampling.items() if k != "chosen_on"}
 
 
@@ -104,6 +107,8 @@ class GenieWorld(nn.Module):
         """MaskGIT iterations per generated frame."""
         self.temperature = 1.0
         """Sampling temperature (0: the most likely token everywhere)."""
+        self.keep_bias = 0.0
+        """Added to a motion-compensated dynamics' "keep" log-probability when sampling (0: as trained)."""
         self.eval()
 
     @classmethod
@@ -121,8 +126,9 @@ class GenieWorld(nn.Module):
         world.set_sampling(**read_sampling(directory))
         return world
 
-    def set_sampling(self, sample_steps: int | None = None, temperature: float | None = None) -> None:
-        """Change the MaskGIT steps and/or temperature (None keeps the current value)."""
+    def set_sampling(self, sample_steps: int | None = None, temperature: float | None = None,
+                     keep_bias: float | None = None) -> None:
+        """Change the MaskGIT steps, temperature and/or keep bias (None keeps the current value)."""
         if sample_steps is not None:
             if sample_steps < 1:
                 raise UserInputError(f"sample_steps {sample_steps}: must be at least 1")
@@ -131,6 +137,13 @@ class GenieWorld(nn.Module):
             if not temperature >= 0:
                 raise UserInputError(f"temperature {temperature}: must be at least 0")
             self.temperature = float(temperature)
+        if keep_bias is not None:
+            if not math.isfinite(keep_bias):
+                raise UserInputError(f"keep_bias {keep_bias}: must be a finite number")
+            if keep_bias and not self.dynamics.config.copy_path:
+                raise UserInputError(f"keep_bias {keep_bias}: this world's dynamics has no copy path "
+                                     f"(motion compensation) to bias")
+            self.keep_bias = float(keep_bias)
 
     # ------------------------------------------------------------------------ the WorldModel face
 
@@ -192,7 +205,8 @@ class GenieWorld(nn.Module):
             tokens, actions = tokens[:, 1:], actions[:, 1:]
             cache = self.dynamics.prefill(tokens, actions)
         new = self.dynamics.generate_next(cache, action, self.sample_steps, self.temperature, generator,
-                                          previous=self.keep_grid(tokens, action, state.last_frame))  # (B, h, w)
+                                          previous=self.keep_grid(tokens, action, state.last_frame),
+                                          keep_bias=self.keep_bias)  # (B, h, w)
         state = GenieState(torch.cat([tokens, new[:, None]], dim=1), torch.cat([actions, action[:, None]], dim=1), cache)
         state.last_frame = self.decode(state)
         return state, Prediction(frames=state.last_frame, tokens=new)
