@@ -26,11 +26,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from action_visibility import EFFECTIVE_COINRUN  # Procgen's 15 ids -> the six classes CoinRun tells apart
 from nextworld.data.episodes import EpisodeDataset
 from nextworld.eval.metrics import normalised_mutual_information as nmi
-
-# The six classes CoinRun tells apart (left, left+jump, nothing, jump, right, right+jump) for Procgen's 15 ids.
-EFFECTIVE_COINRUN = np.array([0, 0, 1, 2, 2, 3, 4, 4, 5, 2, 2, 2, 2, 2, 2])
 
 
 def load(path: str, episodes: int, context: int, crop: int) -> tuple[list[np.ndarray], np.ndarray]:

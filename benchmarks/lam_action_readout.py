@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from action_visibility import EFFECTIVE_COINRUN  # a sibling script: benchmarks/ is on sys.path when run
 from nextworld.data.frames import to_model_frames
 from nextworld.data.windows import WindowSpec, open_clips
 from nextworld.eval.genie_eval import CLIP_LENGTH, spaced_indices
@@ -37,7 +38,7 @@ from nextworld.models.genie.training import GenieTrainConfig, train_genie
 # Procgen's 15 actions -> CoinRun's six classes: LEFT(+DOWN), LEFT+UP, nothing (NOOP, DOWN and the
 # six keys CoinRun ignores), UP, RIGHT(+DOWN), RIGHT+UP
 CLASSES = ("left", "left+up", "nothing", "up", "right", "right+up")
-COINRUN_CLASS = np.array([0, 0, 1, 2, 2, 3, 4, 4, 5, 2, 2, 2, 2, 2, 2])
+COINRUN_CLASS = EFFECTIVE_COINRUN
 
 
 @torch.no_grad()

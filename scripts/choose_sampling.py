@@ -17,6 +17,7 @@ with the world. ``--reuse-grid`` decides again from the grid already there, with
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -30,14 +31,12 @@ KEYS = ("psnr_t1", "psnr_t4", "psnr_t10", "delta_psnr_t4")
 def evaluate_grid(world: Path, data: Path, steps: list[int], temperatures: list[float], keep_biases: list[float],
                   seed: int) -> list[dict]:
     grid = []
-    for s in steps:
-        for t in temperatures:
-            for b in keep_biases:
-                metrics = evaluate(EvalConfig(run=world, data=data, sample_steps=s, temperature=t, keep_bias=b,
-                                              action_clips=64, fps_steps=8, seed=seed, progress=False))
-                row = {"sample_steps": s, "temperature": t, "keep_bias": b, **{k: round(metrics[k], 4) for k in KEYS}}
-                print(json.dumps(row), flush=True)
-                grid.append(row)
+    for s, t, b in itertools.product(steps, temperatures, keep_biases):
+        metrics = evaluate(EvalConfig(run=world, data=data, sample_steps=s, temperature=t, keep_bias=b,
+                                      action_clips=64, fps_steps=8, seed=seed, progress=False))
+        row = {"sample_steps": s, "temperature": t, "keep_bias": b, **{k: round(metrics[k], 4) for k in KEYS}}
+        print(json.dumps(row), flush=True)
+        grid.append(row)
     return grid
 
 
