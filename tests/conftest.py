@@ -55,9 +55,11 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def make_world(root: Path, *, size: int = 16, num_actions: int = 4, max_frames: int = 6, seed: int = 0) -> Path:
+def make_world(root: Path, *, size: int = 16, num_actions: int = 4, max_frames: int = 6, seed: int = 0,
+               copy_path: bool = False) -> Path:
     """An untrained, very small Genie world directory (tokenizer, lam, dynamics, world.json)
-    for frames of ``size`` x ``size``: fast to build and to play, for tests of the plumbing."""
+    for frames of ``size`` x ``size``: fast to build and to play, for tests of the plumbing
+    (``copy_path``: its dynamics may keep the last frame's tokens, and has a keep bias)."""
     from nextworld.models.base import save_pretrained
     from nextworld.models.genie import (DynamicsConfig, GenieDynamics, LatentActionConfig, LatentActionModel,
                                         TokenizerConfig, VideoTokenizer)
@@ -69,7 +71,7 @@ def make_world(root: Path, *, size: int = 16, num_actions: int = 4, max_frames: 
     lam = LatentActionModel(LatentActionConfig(image_size=size, patch=4, dim=16, depth=1, heads=2,
                                                num_actions=num_actions, action_dim=4, max_frames=max_frames))
     dyn = GenieDynamics(DynamicsConfig(num_codes=16, token_grid=tok.config.token_grid, num_actions=num_actions,
-                                       dim=16, depth=1, heads=2, max_frames=max_frames))
+                                       dim=16, depth=1, heads=2, max_frames=max_frames, copy_path=copy_path))
     for name, model, family in (("tokenizer", tok, "genie-tokenizer"), ("lam", lam, "genie-lam"),
                                 ("dynamics", dyn, "genie-dynamics")):
         save_pretrained(model, root / name, family)

@@ -118,6 +118,20 @@ def test_a_session_plays_the_world_exactly_as_world_does(world_dir: Path, datase
     assert all(np.array_equal(a, b) for a, b in zip(served, expected, strict=True))
 
 
+def test_a_world_that_keeps_tokens_offers_its_keep_bias(tmp_path: Path) -> None:
+    with client(make_world(tmp_path / "keeper", copy_path=True), seed=3) as c, c.websocket_connect("/ws") as ws:
+        assert receive(ws, "hello")["world"]["sampling"] == {"sample_steps": 8, "temperature": 1.0, "keep_bias": 0.0}
+        ws.send_json({"type": "sampling", "keep_bias": 3.5})
+        assert receive(ws, "sampling") == {"type": "sampling", "sample_steps": 8, "temperature": 1.0, "keep_bias": 3.5}
+        session = next(iter(c.app.state.server.registry.sessions.values()))
+        assert session.world.model.keep_bias == 3.5
+        for bad, expected in ((float("inf"), "keep_bias inf must be a number in -100..100"),
+                              (101, "keep_bias 101 must be a number in -100..100"), ("4", "keep_bias '4'")):
+            ws.send_text(json.dumps({"type": "sampling", "keep_bias": bad}))
+            assert expected in receive(ws, "error")["message"]
+        assert session.world.model.keep_bias == 3.5  # a refused setting changes nothing
+
+
 def make_dataset_frame(dataset: Path, episode: int, frame: int) -> np.ndarray:
     from nextworld.data.episodes import EpisodeDataset
 
@@ -259,6 +273,7 @@ def test_bad_messages_get_an_error_and_the_session_lives_on(world_dir: Path, dat
         ({"type": "sampling", "sample_steps": 10**9}, "must be an integer in 1..64"),
         ({"type": "sampling", "temperature": -1}, "temperature -1 must be a number in 0..10"),
         ({"type": "sampling", "temperature": "hot"}, "temperature 'hot'"),
+        ({"type": "sampling", "keep_bias": 2}, "the world 'toy' has no keep bias"),
         ({"type": "record", "on": "yes"}, "record: 'on' must be true or false"),
         ({"type": "reset", "prompt": "sketch.png"}, "reset: prompt 'sketch.png' must be"),
         ({"type": "reset", "prompt": {"source": "file", "path": "/etc/passwd"}}, "must be"),

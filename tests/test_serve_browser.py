@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -43,7 +44,13 @@ def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(world_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
     """The player at http://127.0.0.1:PORT/, served from a thread; yields (url, the PlayServer)."""
     dataset = make_dataset(tmp_path_factory.mktemp("browser") / "ds", [12, 7])
-    app = create_app(ServeConfig(run=str(world_dir), data=dataset, atlas_steps=1))
+    with serving(ServeConfig(run=str(world_dir), data=dataset, atlas_steps=1)) as served:
+        yield served
+
+
+@contextmanager
+def serving(config: ServeConfig) -> Iterator[tuple[str, Any]]:
+    app = create_app(config)
     sock = socket.create_server(("127.0.0.1", 0))
     runner = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -132,6 +139,7 @@ def test_keys_drive_the_world_drawn_large_and_crisp(page: Page) -> None:
 
 def test_settings_and_the_atlas_reach_this_session_only(page: Page, server: tuple[str, Any]) -> None:
     expect(page.locator("#sampling-panel")).to_be_visible()
+    expect(page.locator("#keep-bias-label")).to_be_hidden()  # this world's dynamics keeps no tokens
     expect(page.locator("#atlas")).to_have_attribute("src", re.compile("^data:image/png;base64,"))
     page.locator("#sample-steps").fill("3")
     page.locator("#sample-steps").dispatch_event("change")
@@ -141,6 +149,26 @@ def test_settings_and_the_atlas_reach_this_session_only(page: Page, server: tupl
     page.keyboard.press("0")
     expect(page.locator("#world")).to_have_attribute("data-step", "1")
     assert session.world.model.sample_steps == 3 and server[1].served.model.sample_steps == 8
+
+
+def test_a_world_that_keeps_tokens_shows_its_keep_bias(browser: Browser, tmp_path: Path) -> None:
+    dataset = make_dataset(tmp_path / "ds", [6])
+    with serving(ServeConfig(run=str(make_world(tmp_path / "keeper", copy_path=True)), data=dataset,
+                             atlas_steps=0)) as (url, played):
+        context = browser.new_context()
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        expect(page.locator("#keep-bias-label")).to_be_visible()
+        expect(page.locator("#keep-bias")).to_have_value("0")
+        page.locator("#keep-bias").fill("2.5")
+        page.locator("#keep-bias").dispatch_event("change")
+        session_id = page.evaluate("() => document.getElementById('download-gif').href.split('/').at(-2)")
+        page.wait_for_function("() => document.getElementById('keep-bias').value === '2.5'")
+        assert played.registry.get(session_id).world.model.keep_bias == 2.5 and played.served.model.keep_bias == 0
+        context.close()
+    assert not errors, errors
 
 
 def test_an_uploaded_image_starts_the_world(page: Page, world_dir: Path, tmp_path: Path) -> None:

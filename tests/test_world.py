@@ -13,6 +13,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from nextworld.errors import UserInputError
+from nextworld.eval.camera import translate
 from nextworld.models.base import load_pretrained, save_pretrained
 from nextworld.models.genie.dynamics import GenieDynamics
 from nextworld.models.genie.world import GenieWorld
@@ -144,11 +145,11 @@ def test_world_json_sampling_sets_the_defaults_and_is_checked(tiny_world: Path) 
         model.set_sampling(sample_steps=0)
     spec["sampling"] = {"sample_steps": "2"}
     (tiny_world / "world.json").write_text(json.dumps(spec))
-    with pytest.raises(UserInputError, match="must be an integer"):
+    with pytest.raises(UserInputError, match="sampling.sample_steps '2' must be an integer of at least 1"):
         World.from_pretrained(tiny_world)
     spec["sampling"] = {"keep_bias": "4"}
     (tiny_world / "world.json").write_text(json.dumps(spec))
-    with pytest.raises(UserInputError, match="keep_bias numbers"):
+    with pytest.raises(UserInputError, match=r"world.json: sampling.keep_bias '4' must be a finite number"):
         World.from_pretrained(tiny_world)
     spec["sampling"] = {"keep_bias": 4}  # the tiny world's dynamics has no copy path
     (tiny_world / "world.json").write_text(json.dumps(spec))
@@ -196,6 +197,23 @@ def test_a_compensated_world_keeps_the_last_frame_moved_by_the_actions_shift(tin
     assert not (pred.tokens == moved).all()
     with pytest.raises(UserInputError, match="finite"):
         world.set_sampling(keep_bias=float("nan"))
+
+
+def test_a_kept_token_shows_the_moved_pixels_and_a_new_one_its_decoding(tiny_world: Path) -> None:
+    world = compensated(tiny_world)
+    x = torch.from_numpy(prompt()).permute(2, 0, 1)[None, None].float() / 255  # (1, 1, C, H, W)
+    state = world.encode(x)
+    last = world.decode(state)  # the prompt through the tokenizer
+    state, pred = world.step(state, torch.tensor([1]))  # every token kept
+    shown = translate(last, torch.tensor([SHIFTS[1]]))
+    assert torch.equal(pred.frames, shown)  # not re-decoded: the moved pixels themselves
+    assert not torch.allclose(pred.frames, world.tokenizer.decode(pred.tokens[:, None])[:, 0])
+    state, pred = world.step(state, torch.tensor([3]))  # moves the shown frame, not its tokens decoded
+    assert torch.equal(pred.frames, translate(shown, torch.tensor([SHIFTS[3]])))
+    assert torch.equal(world.decode(state), pred.frames)
+    world.set_sampling(keep_bias=-100.0)  # nothing kept: the frame is the new tokens decoded
+    state, pred = world.step(state, torch.tensor([2]))
+    assert torch.equal(pred.frames, world.tokenizer.decode(pred.tokens[:, None])[:, 0])
 
 
 def test_compensated_training_inputs_keep_codes_of_the_real_frame_moved(tiny_world: Path) -> None:

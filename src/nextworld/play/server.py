@@ -346,7 +346,8 @@ class PlayServer:
         self.want_atlas(conn, frames)
 
     async def on_sampling(self, conn: Connection, message: dict[str, Any]) -> None:
-        settings = conn.session.set_sampling(message.get("sample_steps"), message.get("temperature"))
+        settings = conn.session.set_sampling(message.get("sample_steps"), message.get("temperature"),
+                                             message.get("keep_bias"))
         await conn.send({"type": "sampling", **settings})
 
     async def on_record(self, conn: Connection, message: dict[str, Any]) -> None:

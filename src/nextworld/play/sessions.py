@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from nextworld.errors import UserInputError
+from nextworld.models.genie.world import check_sampling
 from nextworld.play.controls import read_key_map
 from nextworld.play.dream import captioned, draw_atlas, write_video
 from nextworld.play.world import World, load_world_model
@@ -40,6 +41,8 @@ RECORDING_FPS = 10
 MAX_SAMPLE_STEPS = 64
 """Most MaskGIT steps a player may ask for (more only makes each frame slower)."""
 MAX_TEMPERATURE = 10.0
+MAX_KEEP_BIAS = 100.0
+"""Largest keep bias either way a player may set."""
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -52,12 +55,17 @@ def png_bytes(image: np.ndarray) -> bytes:
 def sampling_settings(model: Any) -> dict[str, Any] | None:
     """The sampling settings a player may change, or None for a world without any.
 
-    A world has them when it offers ``set_sampling(sample_steps, temperature)`` (Genie's
-    MaskGIT steps and temperature); the player hides those controls otherwise.
+    A world has them when it offers ``set_sampling(sample_steps, temperature, keep_bias)``
+    (Genie's MaskGIT steps and temperature; ``keep_bias`` only for a world whose dynamics has a
+    copy path); the player hides the controls a world lacks.
     """
     if not hasattr(model, "set_sampling"):
         return None
-    return {"sample_steps": int(model.sample_steps), "temperature": float(model.temperature)}
+    settings = {"sample_steps": int(model.sample_steps), "temperature": float(model.temperature)}
+    dynamics = getattr(model, "dynamics", None)
+    if dynamics is not None and dynamics.config.copy_path:
+        settings["keep_bias"] = float(model.keep_bias)
+    return settings
 
 
 @dataclass
@@ -122,17 +130,18 @@ class PlaySession:
     def sampling(self) -> dict[str, Any] | None:
         return sampling_settings(self.world.model)
 
-    def set_sampling(self, sample_steps: Any = None, temperature: Any = None) -> dict[str, Any]:
-        """Change this session's MaskGIT steps and/or temperature (None keeps one); returns the settings."""
-        if self.sampling() is None:
+    def set_sampling(self, sample_steps: Any = None, temperature: Any = None, keep_bias: Any = None) -> dict[str, Any]:
+        """Change this session's MaskGIT steps, temperature and/or keep bias (None keeps one);
+        returns the settings."""
+        settings = self.sampling()
+        if settings is None:
             raise UserInputError(f"sampling: the world {self.world_name!r} has no sampling settings")
-        if sample_steps is not None and (isinstance(sample_steps, bool) or not isinstance(sample_steps, int)
-                                         or not 1 <= sample_steps <= MAX_SAMPLE_STEPS):
-            raise UserInputError(f"sampling: sample_steps {sample_steps!r} must be an integer in 1..{MAX_SAMPLE_STEPS}")
-        if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-                                        or not 0 <= temperature <= MAX_TEMPERATURE):
-            raise UserInputError(f"sampling: temperature {temperature!r} must be a number in 0..{MAX_TEMPERATURE:g}")
-        self.world.model.set_sampling(sample_steps, temperature)
+        if keep_bias is not None and "keep_bias" not in settings:
+            raise UserInputError(f"sampling: the world {self.world_name!r} has no keep bias "
+                                 f"(its dynamics has no copy path)")
+        check_sampling("sampling: ", sample_steps, temperature, keep_bias, max_steps=MAX_SAMPLE_STEPS,
+                       max_temperature=MAX_TEMPERATURE, max_keep_bias=MAX_KEEP_BIAS)
+        self.world.model.set_sampling(sample_steps, temperature, keep_bias)
         return self.sampling()
 
     def atlas_png(self, prompt: np.ndarray) -> bytes:

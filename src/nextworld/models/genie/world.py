@@ -14,7 +14,10 @@ packaged; without it a world samples with 8 steps at temperature 1 and no keep b
 Playing: ``encode`` tokenizes one or more prompt frames (the actions between several prompt
 frames are inferred by the latent action model) and caches them in the dynamics model;
 each ``step`` samples the next frame's tokens under a latent action by MaskGIT and decodes
-them to pixels. When the context holds ``max_frames`` frames, it is rebuilt from the last
+them to pixels. A ``copy_path`` dynamics may instead keep a token of the last frame (moved by
+the action's shift, for a motion-compensated one); a kept token shows the last frame's moved
+pixels themselves, not their re-decoding, so what merely scrolls is not blurred again by the
+tokenizer at every step (the prompt's pixels enter through the tokenizer, as every frame's). When the context holds ``max_frames`` frames, it is rebuilt from the last
 ``max_frames - 1`` ones (a sliding window), so a world plays for as long as one likes
 with bounded memory.
 
@@ -36,6 +39,7 @@ from torch import nn
 from nextworld.atomic_files import read_json
 from nextworld.errors import UserInputError
 from nextworld.models.base import Prediction, load_pretrained
+from nextworld.eval.camera import translate
 from nextworld.models.genie.dynamics import GenieDynamics
 from nextworld.models.genie.latent_actions import LatentActionModel, infer_actions_windowed
 from nextworld.models.genie.tokenizer import VideoTokenizer
@@ -57,7 +61,14 @@ class GenieState:
     cache: KVCache
     """The dynamics model's keys and values of those L frames."""
     last_frame: torch.Tensor | None = None
-    """float [B, C, H, W]: the last frame decoded, when known (a motion-compensated step moves it)."""
+    """float [B, C, H, W]: the last frame shown, when a step made it (None for a prompt: its
+    tokens decoded). A ``copy_path`` world's frame keeps the pixels of every kept token."""
+
+
+def pixel_mask(tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A per-token bool grid [B, h, w] -> per pixel [B, 1, H, W] (each token covers an equal patch)."""
+    (h, w), (height, width) = tokens.shape[-2:], size
+    return tokens.repeat_interleave(height // h, dim=-2).repeat_interleave(width // w, dim=-1)[:, None]
 
 
 def check_stages_agree(tokenizer: VideoTokenizer, lam: LatentActionModel, dynamics: GenieDynamics,
@@ -77,6 +88,34 @@ def check_stages_agree(tokenizer: VideoTokenizer, lam: LatentActionModel, dynami
         raise UserInputError(f"{where}: stages do not fit together: {'; '.join(problems)}")
 
 
+SAMPLING_KEYS = ("sample_steps", "temperature", "keep_bias")
+"""The settings a Genie world samples with (``GenieWorld.set_sampling``)."""
+
+
+def check_sampling(where: str, sample_steps: Any = None, temperature: Any = None, keep_bias: Any = None, *,
+                   max_steps: int | None = None, max_temperature: float | None = None,
+                   max_keep_bias: float | None = None) -> None:
+    """Raise UserInputError (prefixed with ``where``) unless each given setting has its type and
+    range: ``sample_steps`` an integer >= 1, ``temperature`` a number >= 0, ``keep_bias`` a finite
+    number, each within the given maxima (a keep bias within +-``max_keep_bias``). None is unset.
+    The one check of world.json, the Python API and the web player alike."""
+    def number(value: Any) -> bool:
+        return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+    if sample_steps is not None and (isinstance(sample_steps, bool) or not isinstance(sample_steps, int)
+                                     or sample_steps < 1 or (max_steps is not None and sample_steps > max_steps)):
+        bound = "of at least 1" if max_steps is None else f"in 1..{max_steps}"
+        raise UserInputError(f"{where}sample_steps {sample_steps!r} must be an integer {bound}")
+    if temperature is not None and (not number(temperature) or temperature < 0
+                                    or (max_temperature is not None and temperature > max_temperature)):
+        bound = "of at least 0" if max_temperature is None else f"in 0..{max_temperature:g}"
+        raise UserInputError(f"{where}temperature {temperature!r} must be a number {bound}")
+    if keep_bias is not None and (not number(keep_bias)
+                                  or (max_keep_bias is not None and abs(keep_bias) > max_keep_bias)):
+        bound = "a finite number" if max_keep_bias is None else f"a number in -{max_keep_bias:g}..{max_keep_bias:g}"
+        raise UserInputError(f"{where}keep_bias {keep_bias!r} must be {bound}")
+
+
 def read_sampling(directory: Path) -> dict[str, Any]:
     """The ``sampling`` defaults of a world directory's world.json ({} when it has none)."""
     path = Path(directory) / WORLD_FILE
@@ -84,15 +123,11 @@ def read_sampling(directory: Path) -> dict[str, Any]:
         return {}
     spec = read_json(path)
     sampling = spec.get("sampling", {}) if isinstance(spec, dict) else {}
-    if not isinstance(sampling, dict) or set(sampling) - {"sample_steps", "temperature", "keep_bias", "chosen_on"}:
-        raise UserInputError(f"{path}: 'sampling' must be an object with sample_steps, temperature, keep_bias, chosen_on")
-    steps = sampling.get("sample_steps")
-    numbers = [sampling.get(k) for k in ("temperature", "keep_bias") if sampling.get(k) is not None]
-    if (steps is not None and (isinstance(steps, bool) or not isinstance(steps, int))) or \
-            any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers):
-        raise UserInputError(f"{path}: sampling.sample_steps must be an integer, sampling.temperature "
-                             f"and sampling.keep_bias numbers")
-    return {k: v for k, v in sampling.items() if k != "chosen_on"}
+    if not isinstance(sampling, dict) or set(sampling) - {*SAMPLING_KEYS, "chosen_on"}:
+        raise UserInputError(f"{path}: 'sampling' must be an object with {', '.join(SAMPLING_KEYS)}, chosen_on")
+    settings = {k: sampling[k] for k in SAMPLING_KEYS if k in sampling}
+    check_sampling(f"{path}: sampling.", **settings)
+    return settings
 
 
 class GenieWorld(nn.Module):
@@ -129,20 +164,15 @@ class GenieWorld(nn.Module):
     def set_sampling(self, sample_steps: int | None = None, temperature: float | None = None,
                      keep_bias: float | None = None) -> None:
         """Change the MaskGIT steps, temperature and/or keep bias (None keeps the current value)."""
+        check_sampling("", sample_steps, temperature, keep_bias)
+        if keep_bias and not self.dynamics.config.copy_path:
+            raise UserInputError(f"keep_bias {keep_bias}: this world's dynamics has no copy path "
+                                 f"(motion compensation) to bias")
         if sample_steps is not None:
-            if sample_steps < 1:
-                raise UserInputError(f"sample_steps {sample_steps}: must be at least 1")
-            self.sample_steps = int(sample_steps)
+            self.sample_steps = sample_steps
         if temperature is not None:
-            if not temperature >= 0:
-                raise UserInputError(f"temperature {temperature}: must be at least 0")
             self.temperature = float(temperature)
         if keep_bias is not None:
-            if not math.isfinite(keep_bias):
-                raise UserInputError(f"keep_bias {keep_bias}: must be a finite number")
-            if keep_bias and not self.dynamics.config.copy_path:
-                raise UserInputError(f"keep_bias {keep_bias}: this world's dynamics has no copy path "
-                                     f"(motion compensation) to bias")
             self.keep_bias = float(keep_bias)
 
     # ------------------------------------------------------------------------ the WorldModel face
@@ -204,11 +234,23 @@ class GenieWorld(nn.Module):
         if cache.length >= self.max_frames:  # slide: keep the last max_frames - 1 frames
             tokens, actions = tokens[:, 1:], actions[:, 1:]
             cache = self.dynamics.prefill(tokens, actions)
+        if not self.dynamics.config.copy_path:
+            new = self.dynamics.generate_next(cache, action, self.sample_steps, self.temperature, generator)
+            state = GenieState(torch.cat([tokens, new[:, None]], dim=1), torch.cat([actions, action[:, None]], dim=1),
+                               cache)
+            state.last_frame = self._last_frame(state.tokens)
+            return state, Prediction(frames=state.last_frame, tokens=new)
+        last = self._last_frame(tokens) if state.last_frame is None else state.last_frame  # (B, C, H, W)
+        table = self.dynamics.config.shift_table(tokens.device)
+        moved = last if table is None else translate(last, table[action])  # the last frame's pixels, moved
+        previous = tokens[:, -1] if table is None else self.tokenizer.encode_moved(last, table[action])
         new = self.dynamics.generate_next(cache, action, self.sample_steps, self.temperature, generator,
-                                          previous=self.keep_grid(tokens, action, state.last_frame),
-                                          keep_bias=self.keep_bias)  # (B, h, w)
+                                          previous=previous, keep_bias=self.keep_bias)  # (B, h, w)
         state = GenieState(torch.cat([tokens, new[:, None]], dim=1), torch.cat([actions, action[:, None]], dim=1), cache)
-        state.last_frame = self.decode(state)
+        # a kept token shows the (moved) pixels it was kept from, not their re-decoding, so
+        # what stays on screen is not blurred again by the tokenizer at every step
+        kept = pixel_mask(new == previous, last.shape[-2:])  # (B, 1, H, W)
+        state.last_frame = torch.where(kept, moved, self._last_frame(state.tokens))
         return state, Prediction(frames=state.last_frame, tokens=new)
 
     @torch.no_grad()
@@ -235,8 +277,9 @@ class GenieWorld(nn.Module):
 
     @torch.no_grad()
     def decode(self, state: GenieState) -> torch.Tensor:
-        """The last frame of every world, float [B, C, H, W] in [0, 1]."""
-        return self._last_frame(state.tokens)
+        """The last frame of every world, float [B, C, H, W] in [0, 1]: the frame ``step`` showed,
+        or the last tokens decoded (a prompt)."""
+        return self._last_frame(state.tokens) if state.last_frame is None else state.last_frame
 
     @torch.no_grad()
     def rollout(self, prompt: torch.Tensor, actions: torch.Tensor,

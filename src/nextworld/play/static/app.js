@@ -215,6 +215,8 @@ function showSampling(s) {
   $("temperature").value = s.temperature;
   $("temperature-value").textContent = Number(s.temperature).toFixed(2);
   $("sample-steps").value = s.sample_steps;
+  $("keep-bias-label").hidden = s.keep_bias === undefined;  // only a world whose dynamics keeps moved tokens
+  if (s.keep_bias !== undefined) $("keep-bias").value = s.keep_bias;
 }
 
 function showRecording(on, frames, message) {
@@ -314,6 +316,7 @@ function wire() {
   $("temperature").addEventListener("input", () => { $("temperature-value").textContent = Number($("temperature").value).toFixed(2); });
   $("temperature").addEventListener("change", (e) => { send({ type: "sampling", temperature: Number(e.target.value) }); e.target.blur(); });
   $("sample-steps").addEventListener("change", (e) => { send({ type: "sampling", sample_steps: Math.round(Number(e.target.value)) }); e.target.blur(); });
+  $("keep-bias").addEventListener("change", (e) => { send({ type: "sampling", keep_bias: Number(e.target.value) }); e.target.blur(); });
   $("dataset-start").addEventListener("click", () => reset({
     source: "dataset", episode: Math.round(Number($("episode").value)), frame: Math.round(Number($("frame").value)) }));
   $("upload").addEventListener("change", (e) => { if (e.target.files.length) startFromImage(e.target.files[0]); e.target.value = ""; });
