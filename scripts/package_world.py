@@ -111,6 +111,11 @@ right on {metrics['action_map_accuracy']:.1%} of held-out transitions (the major
 """
 
 
+def note_section(note: str) -> str:
+    """The card's paragraph on how the run was made (--note), set apart by blank lines."""
+    return f"\n{note.strip()}\n" if note.strip() else ""
+
+
 def sampling_section(target: Path) -> str:
     """The card's line on how the world samples, from ``world.json`` (scripts/choose_sampling.py writes it)."""
     sampling = read_json(target / WORLD_FILE).get("sampling")
@@ -169,7 +174,7 @@ stage's metrics.jsonl, without checkpoints and start-up):
 | stage | steps | batch | lr | minutes | MB (float16) |
 |---|---|---|---|---|---|
 {rows}
-{sampling_section(target)}{note}{keys_section(target, metrics)}
+{sampling_section(target)}{note_section(note)}{keys_section(target, metrics)}
 ## Results on held-out levels (these packaged float16 weights)
 
 | metric | value |

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nextworld.eval.camera import camera_shifts, translate
+from nextworld.eval.camera import camera_shifts, covered, translate
 
 
 def _texture(seed: int = 0, size: int = 48) -> torch.Tensor:
@@ -19,6 +19,15 @@ def test_translate_moves_content_and_repeats_the_edge() -> None:
     assert torch.equal(moved[0], moved[1])  # the uncovered top row repeats the edge
     assert torch.equal(moved[:, 2], moved[:, 3])  # so does the uncovered right column
     assert torch.equal(translate(a, torch.zeros(1, 2, dtype=torch.long)), a)
+
+
+def test_covered_marks_what_translate_takes_from_real_content() -> None:
+    mask = covered(torch.tensor([[1, -2], [0, 0]]), 4, 4)  # (2, 1, 4, 4)
+    assert mask.shape == (2, 1, 4, 4) and mask[1].all()
+    expected = torch.ones(4, 4, dtype=torch.bool)
+    expected[0, :] = False  # the row uncovered by moving down 1
+    expected[:, 2:] = False  # the columns uncovered by moving left 2
+    assert torch.equal(mask[0, 0], expected)
 
 
 def test_camera_shifts_recover_known_translations() -> None:

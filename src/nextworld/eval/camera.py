@@ -62,3 +62,13 @@ def translate(frames: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     cols = (torch.arange(w, device=frames.device) - shifts[:, 1:]).clamp(0, w - 1)  # (N, W)
     picked = frames[torch.arange(n, device=frames.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
     return picked.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+
+
+def covered(shifts: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Where :func:`translate` by ``shifts`` (int [N, 2]) shows moved content rather than a
+    repeated edge: bool [N, 1, height, width]."""
+    rows = torch.arange(height, device=shifts.device) - shifts[:, :1].long()  # (N, H): source row
+    cols = torch.arange(width, device=shifts.device) - shifts[:, 1:].long()  # (N, W)
+    inside_rows = (rows >= 0) & (rows < height)
+    inside_cols = (cols >= 0) & (cols < width)
+    return (inside_rows[:, :, None] & inside_cols[:, None, :])[:, None]

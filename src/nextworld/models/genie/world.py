@@ -39,7 +39,7 @@ from torch import nn
 from nextworld.atomic_files import read_json
 from nextworld.errors import UserInputError
 from nextworld.models.base import Prediction, load_pretrained
-from nextworld.eval.camera import translate
+from nextworld.eval.camera import covered, translate
 from nextworld.models.genie.dynamics import GenieDynamics
 from nextworld.models.genie.latent_actions import LatentActionModel, infer_actions_windowed
 from nextworld.models.genie.tokenizer import VideoTokenizer
@@ -248,8 +248,11 @@ class GenieWorld(nn.Module):
                                           previous=previous, keep_bias=self.keep_bias)  # (B, h, w)
         state = GenieState(torch.cat([tokens, new[:, None]], dim=1), torch.cat([actions, action[:, None]], dim=1), cache)
         # a kept token shows the (moved) pixels it was kept from, not their re-decoding, so
-        # what stays on screen is not blurred again by the tokenizer at every step
+        # what stays on screen is not blurred again by the tokenizer at every step; where the
+        # move uncovered the border (a repeated edge, not content) the decoding is shown
         kept = pixel_mask(new == previous, last.shape[-2:])  # (B, 1, H, W)
+        if table is not None:
+            kept &= covered(table[action], *last.shape[-2:])
         state.last_frame = torch.where(kept, moved, self._last_frame(state.tokens))
         return state, Prediction(frames=state.last_frame, tokens=new)
 
