@@ -17,7 +17,9 @@ through the world's own tokenizer as a real world's frames are:
 - with ``--lam DIR`` (a latent action model trained with ``motion_weight``), ``lam_named_stepwise``:
   as ``tracked_stepwise``, but each step moves by the shift that the LAM's action for the
   transition names (``action_shifts``), what a motion-compensated world with that LAM gives if
-  its dynamics keeps every moved code;
+  its dynamics keeps every moved code; and ``lam_named_pixels``: the tokenized prompt moved by
+  the sum of those shifts, not tokenized again, what a world whose kept tokens show the moved
+  pixels (``GenieWorld.step``) gives if its dynamics keeps every token;
 - with ``--shifts DY:DX,...``, ``snapped_stepwise``: as ``tracked_stepwise``, but each true step
   snapped to the nearest of those shifts: what a motion-compensated world whose latent actions
   name exactly these shifts gives if its LAM picked the right one at every step (the bound of a
@@ -92,6 +94,10 @@ def bound(world, x: torch.Tensor, lam=None, shifts: torch.Tensor | None = None) 
     if lam is not None:
         named = lam.action_shifts().to(x.device)[infer_actions_windowed(lam, x)]  # (B, T-1, 2)
         rows["lam_named_stepwise"] = psnr(_stepwise(world, x, named), real)
+        first = _tokenized(world, x[:, :1])[:, 0]  # (B, C, H, W)
+        flat_first = first[:, None].expand(b, t - 1, *first.shape[1:]).reshape(-1, *first.shape[1:])
+        rows["lam_named_pixels"] = psnr(translate(flat_first, named.cumsum(dim=1).reshape(-1, 2)).reshape(real.shape),
+                                        real)
     if shifts is not None:  # (K, 2)
         nearest = (steps[:, :, None].float() - shifts.float()).norm(dim=-1).argmin(dim=-1)  # (B, T-1)
         rows["snapped_stepwise"] = psnr(_stepwise(world, x, shifts[nearest]), real)
