@@ -245,11 +245,15 @@ def _batch_to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[
     return {key: torch.from_numpy(value).to(device) for key, value in batch.items()}
 
 
+def _with_overrides(recipe: DreamerRecipe, cfg: DreamerTrainConfig) -> DreamerRecipe:
+    """``recipe`` with what this command sets explicitly (``--train-ratio``, ``--prefill``) changed."""
+    overrides = {k: v for k, v in (("train_ratio", cfg.train_ratio), ("prefill", cfg.prefill)) if v is not None}
+    return dataclasses.replace(recipe, **overrides)
+
+
 def _preset(cfg: DreamerTrainConfig, space: gym.Space) -> tuple[DreamerConfig, DreamerRecipe]:
     model, recipe = PRESETS[cfg.preset]
-    model = dataclasses.replace(model, action_space=space_to_json(space))
-    overrides = {k: v for k, v in (("train_ratio", cfg.train_ratio), ("prefill", cfg.prefill)) if v is not None}
-    return model, dataclasses.replace(recipe, **overrides)
+    return dataclasses.replace(model, action_space=space_to_json(space)), _with_overrides(recipe, cfg)
 
 
 def _check(cfg: DreamerTrainConfig) -> None:
@@ -310,8 +314,7 @@ def _train(cfg: DreamerTrainConfig, env: PixelEnv, eval_env: PixelEnv | None, st
         # the run's own recipe, with only what this command sets explicitly changed
         saved = DreamerRecipe(**{k: v for k, v in state.meta.get("recipe", {}).items()
                                  if k in {f.name for f in dataclasses.fields(DreamerRecipe)}})
-        overrides = {k: v for k, v in (("train_ratio", cfg.train_ratio), ("prefill", cfg.prefill)) if v is not None}
-        recipe = dataclasses.replace(saved, **overrides)
+        recipe = _with_overrides(saved, cfg)
         learner.recipe = recipe
         learner.clips = {"model": recipe.model_clip, "actor": recipe.ac_clip, "critic": recipe.ac_clip}
         replay.load(run_dir / REPLAY_DIR)
