@@ -11,19 +11,22 @@ through the world's own tokenizer as a real world's frames are:
   camera's motion off the clip exactly and moved its view by it would show;
 - ``tracked_stepwise``: the same, but each frame is the previous *tokenized* frame translated
   and tokenized again, as a world that feeds back its own frames (the tokenizer's loss compounds);
+- ``tracked_pixels``: the same moves, but each frame the previous one's pixels moved, not
+  tokenized again (the border a move uncovers tokenized), as a world whose kept tokens show
+  moved pixels (``GenieWorld.step``) shows them if it keeps every token;
 - ``hindsight``: the translation of the prompt within 3 pixels of ``tracked``'s that best matches
   frame K itself, chosen knowing the answer: no world that only translates its prompt scores more;
 - ``reconstruction``: the real frame K through the tokenizer, the ceiling of any world;
 - with ``--lam DIR`` (a latent action model trained with ``motion_weight``), ``lam_named_stepwise``:
   as ``tracked_stepwise``, but each step moves by the shift that the LAM's action for the
   transition names (``action_shifts``), what a motion-compensated world with that LAM gives if
-  its dynamics keeps every moved code; and ``lam_named_pixels``: the tokenized prompt moved by
-  the sum of those shifts, not tokenized again, what a world whose kept tokens show the moved
-  pixels (``GenieWorld.step``) gives if its dynamics keeps every token;
+  its dynamics keeps every moved code; and ``lam_named_pixels``: the same moves shown as
+  ``tracked_pixels`` shows the true ones;
 - with ``--shifts DY:DX,...``, ``snapped_stepwise``: as ``tracked_stepwise``, but each true step
   snapped to the nearest of those shifts: what a motion-compensated world whose latent actions
   name exactly these shifts gives if its LAM picked the right one at every step (the bound of a
-  LAM with that many codes, if they named these moves).
+  LAM with that many codes, if they named these moves); and ``snapped_pixels``, the same moves
+  shown as ``tracked_pixels`` shows the true ones.
 
 What translation cannot give (the agent's own motion, things entering the view, the
 level's other sprites) is left to the dynamics; so if ``tracked`` falls short of a target, a world
@@ -43,7 +46,7 @@ import json
 import torch
 
 from nextworld.data.windows import open_clips
-from nextworld.eval.camera import camera_shifts, translate
+from nextworld.eval.camera import camera_shifts, covered, translate
 from nextworld.eval.evaluate import EVAL_WINDOW
 from nextworld.eval.genie_eval import ROLLOUT_STEPS, _frames, copy_baseline, spaced_indices
 from nextworld.eval.metrics import psnr
@@ -69,6 +72,18 @@ def _stepwise(world, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, dim=1)
 
 
+def _kept_pixels(world, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """Frames [B, T-1, C, H, W] of a world that keeps every token and shows kept tokens as moved
+    pixels (``GenieWorld.step``): from the tokenized prompt, each the previous one moved by
+    steps[:, k], the border the move uncovers shown tokenized."""
+    out, current = [], _tokenized(world, x[:, :1])[:, 0]
+    for k in range(steps.shape[1]):
+        moved = translate(current, steps[:, k])
+        current = torch.where(covered(steps[:, k], *moved.shape[-2:]), moved, _tokenized(world, moved[:, None])[:, 0])
+        out.append(current)
+    return torch.stack(out, dim=1)
+
+
 @torch.no_grad()
 def bound(world, x: torch.Tensor, lam=None, shifts: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """PSNR [B, T-1] of each translating world (module docstring) on clips x float [B, T, C, H, W]."""
@@ -89,18 +104,17 @@ def bound(world, x: torch.Tensor, lam=None, shifts: torch.Tensor | None = None) 
     rows = {"copy": copy_baseline(world, x),
             "tracked": psnr(_tokenized(world, tracked), real),
             "tracked_stepwise": psnr(_stepwise(world, x, steps), real),
+            "tracked_pixels": psnr(_kept_pixels(world, x, steps), real),
             "hindsight": psnr(_tokenized(world, best), real),
             "reconstruction": psnr(_tokenized(world, real), real)}
     if lam is not None:
         named = lam.action_shifts().to(x.device)[infer_actions_windowed(lam, x)]  # (B, T-1, 2)
         rows["lam_named_stepwise"] = psnr(_stepwise(world, x, named), real)
-        first = _tokenized(world, x[:, :1])[:, 0]  # (B, C, H, W)
-        flat_first = first[:, None].expand(b, t - 1, *first.shape[1:]).reshape(-1, *first.shape[1:])
-        rows["lam_named_pixels"] = psnr(translate(flat_first, named.cumsum(dim=1).reshape(-1, 2)).reshape(real.shape),
-                                        real)
+        rows["lam_named_pixels"] = psnr(_kept_pixels(world, x, named), real)
     if shifts is not None:  # (K, 2)
         nearest = (steps[:, :, None].float() - shifts.float()).norm(dim=-1).argmin(dim=-1)  # (B, T-1)
         rows["snapped_stepwise"] = psnr(_stepwise(world, x, shifts[nearest]), real)
+        rows["snapped_pixels"] = psnr(_kept_pixels(world, x, shifts[nearest]), real)
     return rows
 
 

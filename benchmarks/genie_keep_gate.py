@@ -30,7 +30,8 @@ def gated_generate_next(tau: float):
     """``GenieDynamics.generate_next`` for 1 greedy step, with the keep gate at ``tau``."""
 
     @torch.no_grad()
-    def generate_next(self: GenieDynamics, cache, action, steps=1, temperature=0.0, generator=None, previous=None):
+    def generate_next(self: GenieDynamics, cache, action, steps=1, temperature=0.0, generator=None, previous=None,
+                      keep_bias=0.0):
         if steps != 1 or temperature != 0 or previous is None or self.config.copy_path:
             raise ValueError("the keep gate is defined for 1 greedy step, with the previous frame, without copy_path")
         b, grid = action.shape[0], self.config.token_grid

@@ -165,7 +165,9 @@ def test_a_world_that_keeps_tokens_shows_its_keep_bias(browser: Browser, tmp_pat
         page.locator("#keep-bias").fill("2.5")
         page.locator("#keep-bias").dispatch_event("change")
         session_id = page.evaluate("() => document.getElementById('download-gif').href.split('/').at(-2)")
-        page.wait_for_function("() => document.getElementById('keep-bias').value === '2.5'")
+        expect(page.locator("#world")).to_have_attribute("data-step", "0")
+        page.keyboard.press("0")  # messages are handled in order: once this step is back, so is the setting
+        expect(page.locator("#world")).to_have_attribute("data-step", "1")
         assert played.registry.get(session_id).world.model.keep_bias == 2.5 and played.served.model.keep_bias == 0
         context.close()
     assert not errors, errors

@@ -199,6 +199,42 @@ def test_a_compensated_world_keeps_the_last_frame_moved_by_the_actions_shift(tin
         world.set_sampling(keep_bias=float("nan"))
 
 
+def test_each_token_shows_moved_pixels_if_kept_and_its_decoding_if_new(tiny_world: Path) -> None:
+    """Batch 2, different actions, an asymmetric set of new tokens: the mask is per token and per world."""
+    changed = torch.zeros(2, 4, 4, dtype=torch.bool)  # the tiny world's 4x4 token grid
+    changed[0, 0, :3] = changed[0, 1, 0] = True  # an L in world 0
+    changed[1, 3, 2] = True  # one token in world 1
+
+    def generate_next(cache, action, steps, temperature, generator=None, previous=None, keep_bias=0.0):
+        return torch.where(changed, (previous + 1) % world.dynamics.config.num_codes, previous)
+
+    for shifts in (SHIFTS, None):  # motion-compensated, and a copy path that keeps tokens where they are
+        world = compensated(tiny_world)
+        if shifts is None:
+            config = dataclasses.replace(world.dynamics.config, action_shifts=None)
+            world = GenieWorld(world.tokenizer, world.lam, GenieDynamics(config).eval())
+        world.dynamics.generate_next = generate_next
+        x = torch.from_numpy(np.stack([prompt(0), prompt(1)])).permute(0, 3, 1, 2)[:, None].float() / 255
+        state = world.encode(x)
+        last = world.decode(state)  # (2, C, 16, 16)
+        action = torch.tensor([1, 3])
+        state, pred = world.step(state, action)
+        decoded = world.tokenizer.decode(pred.tokens[:, None])[:, 0]
+        moved = last if shifts is None else translate(last, torch.tensor(SHIFTS)[action])
+        inside = torch.ones(2, 1, 16, 16, dtype=torch.bool) if shifts is None else \
+            covered(torch.tensor(SHIFTS)[action], 16, 16)
+        for b in range(2):
+            for i in range(4):
+                for j in range(4):
+                    patch = (b, slice(None), slice(4 * i, 4 * i + 4), slice(4 * j, 4 * j + 4))
+                    keep = ~changed[b, i, j] & inside[patch]
+                    assert torch.equal(pred.frames[patch][keep.expand_as(pred.frames[patch])],
+                                       moved[patch][keep.expand_as(moved[patch])]), (shifts, b, i, j)
+                    assert torch.equal(pred.frames[patch][~keep.expand_as(pred.frames[patch])],
+                                       decoded[patch][~keep.expand_as(decoded[patch])]), (shifts, b, i, j)
+        assert not torch.equal(pred.frames, decoded) and not torch.equal(pred.frames, moved)
+
+
 def test_a_kept_token_shows_the_moved_pixels_and_a_new_one_its_decoding(tiny_world: Path) -> None:
     world = compensated(tiny_world)
     x = torch.from_numpy(prompt()).permute(2, 0, 1)[None, None].float() / 255  # (1, 1, C, H, W)

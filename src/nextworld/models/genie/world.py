@@ -28,6 +28,7 @@ once (``encode`` the prompt again to branch).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,9 +101,9 @@ def check_sampling(where: str, sample_steps: Any = None, temperature: Any = None
     number, each within the given maxima (a keep bias within +-``max_keep_bias``). None is unset.
     The one check of world.json, the Python API and the web player alike."""
     def number(value: Any) -> bool:
-        return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
 
-    if sample_steps is not None and (isinstance(sample_steps, bool) or not isinstance(sample_steps, int)
+    if sample_steps is not None and (isinstance(sample_steps, bool) or not isinstance(sample_steps, numbers.Integral)
                                      or sample_steps < 1 or (max_steps is not None and sample_steps > max_steps)):
         bound = "of at least 1" if max_steps is None else f"in 1..{max_steps}"
         raise UserInputError(f"{where}sample_steps {sample_steps!r} must be an integer {bound}")
@@ -169,7 +170,7 @@ class GenieWorld(nn.Module):
             raise UserInputError(f"keep_bias {keep_bias}: this world's dynamics has no copy path "
                                  f"(motion compensation) to bias")
         if sample_steps is not None:
-            self.sample_steps = sample_steps
+            self.sample_steps = int(sample_steps)
         if temperature is not None:
             self.temperature = float(temperature)
         if keep_bias is not None:
@@ -222,7 +223,9 @@ class GenieWorld(nn.Module):
         """Generate the next frame of every world under ``action`` (int64 [B] latent actions).
 
         Returns the new state and a Prediction with ``frames`` float [B, C, H, W] and
-        ``tokens`` int64 [B, h, w]. ``state`` is consumed (see the module docstring).
+        ``tokens`` int64 [B, h, w]. ``state`` is consumed (see the module docstring). For a
+        ``copy_path`` world the frame shows kept tokens as the last frame's moved pixels, so it is
+        not exactly ``tokens`` decoded.
         """
         action = torch.as_tensor(action, dtype=torch.long, device=self.device).reshape(-1)
         n = self.action_space.n
@@ -234,12 +237,26 @@ class GenieWorld(nn.Module):
         if cache.length >= self.max_frames:  # slide: keep the last max_frames - 1 frames
             tokens, actions = tokens[:, 1:], actions[:, 1:]
             cache = self.dynamics.prefill(tokens, actions)
-        if not self.dynamics.config.copy_path:
-            new = self.dynamics.generate_next(cache, action, self.sample_steps, self.temperature, generator)
-            state = GenieState(torch.cat([tokens, new[:, None]], dim=1), torch.cat([actions, action[:, None]], dim=1),
-                               cache)
-            state.last_frame = self._last_frame(state.tokens)
-            return state, Prediction(frames=state.last_frame, tokens=new)
+        copy_path, table = self.dynamics.config.copy_path, self.dynamics.config.shift_table(tokens.device)
+        last = None  # the last frame shown, float [B, C, H, W], which a copy_path world keeps pixels of
+        if copy_path:
+            last = self._last_frame(tokens) if state.last_frame is None else state.last_frame
+        previous = self.keep_grid(tokens, action, last)  # (B, h, w)
+        new = self.dynamics.generate_next(cache, action, self.sample_steps, self.temperature, generator,
+                                          previous=previous, keep_bias=self.keep_bias)  # (B, h, w)
+        state = GenieState(torch.cat([tokens, new[:, None]], dim=1), torch.cat([actions, action[:, None]], dim=1), cache)
+        state.last_frame = self._last_frame(state.tokens)
+        if copy_path:
+            # a kept token shows the (moved) pixels it was kept from, not their re-decoding, so
+            # what stays on screen is not blurred again by the tokenizer at every step; where the
+            # move uncovered the border (a repeated edge, not content) the decoding is shown
+            kept = pixel_mask(new == previous, last.shape[-2:])  # (B, 1, H, W)
+            moved = last
+            if table is not None:
+                moved = translate(last, table[action])
+                kept &= covered(table[action], *last.shape[-2:])
+            state.last_frame = torch.where(kept, moved, state.last_frame)
+        return state, Prediction(frames=state.last_frame, tokens=new)
         last = self._last_frame(tokens) if state.last_frame is None else state.last_frame  # (B, C, H, W)
         table = self.dynamics.config.shift_table(tokens.device)
         moved = last if table is None else translate(last, table[action])  # the last frame's pixels, moved
@@ -261,8 +278,8 @@ class GenieWorld(nn.Module):
                   last_frame: torch.Tensor | None = None) -> torch.Tensor:
         """The tokens the dynamics' "keep" path points at for the frame after ``tokens`` (int64
         [B, T, h, w]) under ``action`` (int64 [B]): the last frame's own tokens, or, for a
-        motion-compensated dynamics (``action_shifts``), the last frame (``last_frame`` when
-        given, else decoded from ``tokens``) moved by the action's shift."""
+        motion-compensated dynamics (``action_shifts``), the last frame (``last_frame``, the one
+        shown, when given, else decoded from ``tokens``) moved by the action's shift and tokenized."""
         table = self.dynamics.config.shift_table(tokens.device)
         if table is None:
             return tokens[:, -1]
