@@ -17,9 +17,9 @@ each ``step`` samples the next frame's tokens under a latent action by MaskGIT a
 them to pixels. A ``copy_path`` dynamics may instead keep a token of the last frame (moved by
 the action's shift, for a motion-compensated one); a kept token shows the last frame's moved
 pixels themselves, not their re-decoding, so what merely scrolls is not blurred again by the
-tokenizer at every step (the prompt's pixels enter through the tokenizer, as every frame's). When the context holds ``max_frames`` frames, it is rebuilt from the last
-``max_frames - 1`` ones (a sliding window), so a world plays for as long as one likes
-with bounded memory.
+tokenizer at every step (the prompt's pixels enter through the tokenizer, as every frame's).
+When the context holds ``max_frames`` frames, it is rebuilt from the last ``max_frames - 1``
+ones (a sliding window), so a world plays for as long as one likes with bounded memory.
 
 The state is consumed by ``step``: its key/value cache grows in place, so step a state
 once (``encode`` the prompt again to branch).
@@ -39,8 +39,8 @@ from torch import nn
 
 from nextworld.atomic_files import read_json
 from nextworld.errors import UserInputError
-from nextworld.models.base import Prediction, load_pretrained
 from nextworld.eval.camera import covered, translate
+from nextworld.models.base import Prediction, load_pretrained
 from nextworld.models.genie.dynamics import GenieDynamics
 from nextworld.models.genie.latent_actions import LatentActionModel, infer_actions_windowed
 from nextworld.models.genie.tokenizer import VideoTokenizer
@@ -256,21 +256,6 @@ class GenieWorld(nn.Module):
                 moved = translate(last, table[action])
                 kept &= covered(table[action], *last.shape[-2:])
             state.last_frame = torch.where(kept, moved, state.last_frame)
-        return state, Prediction(frames=state.last_frame, tokens=new)
-        last = self._last_frame(tokens) if state.last_frame is None else state.last_frame  # (B, C, H, W)
-        table = self.dynamics.config.shift_table(tokens.device)
-        moved = last if table is None else translate(last, table[action])  # the last frame's pixels, moved
-        previous = tokens[:, -1] if table is None else self.tokenizer.encode_moved(last, table[action])
-        new = self.dynamics.generate_next(cache, action, self.sample_steps, self.temperature, generator,
-                                          previous=previous, keep_bias=self.keep_bias)  # (B, h, w)
-        state = GenieState(torch.cat([tokens, new[:, None]], dim=1), torch.cat([actions, action[:, None]], dim=1), cache)
-        # a kept token shows the (moved) pixels it was kept from, not their re-decoding, so
-        # what stays on screen is not blurred again by the tokenizer at every step; where the
-        # move uncovered the border (a repeated edge, not content) the decoding is shown
-        kept = pixel_mask(new == previous, last.shape[-2:])  # (B, 1, H, W)
-        if table is not None:
-            kept &= covered(table[action], *last.shape[-2:])
-        state.last_frame = torch.where(kept, moved, self._last_frame(state.tokens))
         return state, Prediction(frames=state.last_frame, tokens=new)
 
     @torch.no_grad()
