@@ -7,7 +7,9 @@ decoder frame t alone, so motion the past would predict has to pass through the 
 and tabulates its latent actions on the 11-frame clips of ``--eval-data`` against the
 recorded actions: NMI with the raw action (what ``action_nmi`` measures) and with the action
 merged into the six classes CoinRun tells apart (left, left+jump, nothing, jump, right,
-right+jump), and the table of codes by class, which shows what the codes split on.
+right+jump), the table of codes by class, which shows what the codes split on, and each code's
+mean true camera shift (``eval.camera.camera_shifts``; content moves right, +dx, when the agent
+walks left), beside the shift its motion head names (the most likely one, an integer).
 
     python benchmarks/lam_action_readout.py --data TRAIN --eval-data HELDOUT --out OUT [--steps 1000] [--pixel-differences] [--max-frames 2] [--motion-weight 0.02]
     python benchmarks/lam_action_readout.py --lam RUN/lam --eval-data HELDOUT
@@ -28,6 +30,7 @@ import torch
 from action_visibility import EFFECTIVE_COINRUN  # a sibling script: benchmarks/ is on sys.path when run
 from nextworld.data.frames import to_model_frames
 from nextworld.data.windows import WindowSpec, open_clips
+from nextworld.eval.camera import camera_shifts
 from nextworld.eval.genie_eval import CLIP_LENGTH, spaced_indices
 from nextworld.eval.metrics import normalised_mutual_information as nmi
 from nextworld.models.base import load_pretrained
@@ -44,18 +47,22 @@ COINRUN_CLASS = EFFECTIVE_COINRUN
 @torch.no_grad()
 def readout(lam: torch.nn.Module, eval_data: Path, max_clips: int) -> dict:
     clips = open_clips(eval_data, WindowSpec(length=CLIP_LENGTH, stride=CLIP_LENGTH))
-    latent, real = [], []
+    latent, real, moves = [], [], []
     indices = spaced_indices(len(clips), max_clips)
     for start in range(0, len(indices), 32):
         items = [clips[int(i)] for i in indices[start:start + 32]]
         frames = to_model_frames(torch.stack([item["frames"] for item in items]))  # (B, T, C, H, W)
         latent.append(infer_actions_windowed(lam, frames).flatten())
         real.append(torch.stack([item["actions"][:-1] for item in items]).flatten())
-    z, a = torch.cat(latent).numpy(), torch.cat(real).numpy()
+        moves.append(camera_shifts(frames).reshape(-1, 2).double())  # the camera's true shift, read off the pixels
+    z, a, shift = torch.cat(latent).numpy(), torch.cat(real).numpy(), torch.cat(moves).numpy()
     table = np.zeros((lam.num_actions, len(CLASSES)), np.int64)
     np.add.at(table, (z, COINRUN_CLASS[a]), 1)
+    mean_shift = [shift[z == code].mean(axis=0).round(2).tolist() if (z == code).any() else None
+                  for code in range(lam.num_actions)]
     return {"eval_data": str(eval_data), "transitions": int(len(z)), "nmi": nmi(z, a),
-            "nmi_six_classes": nmi(z, COINRUN_CLASS[a]), "classes": list(CLASSES), "codes_by_class": table.tolist()}
+            "nmi_six_classes": nmi(z, COINRUN_CLASS[a]), "classes": list(CLASSES), "codes_by_class": table.tolist(),
+            "mean_true_shift": mean_shift}
 
 
 def main() -> None:
@@ -93,9 +100,11 @@ def main() -> None:
     print(json.dumps({"lam": str(args.lam), **result}))
     print(f"NMI with the action {result['nmi']:.3f}, with its six classes {result['nmi_six_classes']:.3f} "
           f"({result['transitions']} transitions)")
-    print("code  " + " ".join(f"{c:>9s}" for c in CLASSES))
+    print("code  " + " ".join(f"{c:>9s}" for c in CLASSES) + "   mean true shift (dy, dx)")
     for code, row in enumerate(result["codes_by_class"]):
+        mean = result["mean_true_shift"][code]
         print(f"{code:4d}  " + " ".join(f"{v:9d}" for v in row)
+              + (f"   ({mean[0]:+.2f}, {mean[1]:+.2f})" if mean is not None else "   (unused)")
               + (f"   names the shift {tuple(result['action_shifts'][code])}" if "action_shifts" in result else ""))
 
 
