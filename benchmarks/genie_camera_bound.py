@@ -46,7 +46,7 @@ import json
 import torch
 
 from nextworld.data.windows import open_clips
-from nextworld.eval.camera import camera_shifts, covered, translate
+from nextworld.eval.camera import camera_shifts, translate, translate_over
 from nextworld.eval.evaluate import EVAL_WINDOW
 from nextworld.eval.genie_eval import ROLLOUT_STEPS, _frames, copy_baseline, spaced_indices
 from nextworld.eval.metrics import psnr
@@ -78,8 +78,8 @@ def _kept_pixels(world, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     steps[:, k], the border the move uncovers shown tokenized."""
     out, current = [], _tokenized(world, x[:, :1])[:, 0]
     for k in range(steps.shape[1]):
-        moved = translate(current, steps[:, k])
-        current = torch.where(covered(steps[:, k], *moved.shape[-2:]), moved, _tokenized(world, moved[:, None])[:, 0])
+        tokenized = _tokenized(world, translate(current, steps[:, k])[:, None])[:, 0]
+        current = translate_over(current, steps[:, k], tokenized)  # as GenieWorld.step shows kept tokens
         out.append(current)
     return torch.stack(out, dim=1)
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nextworld.eval.camera import camera_shifts, covered, translate
+from nextworld.eval.camera import camera_shifts, covered, translate, translate_over
 
 
 def _texture(seed: int = 0, size: int = 48) -> torch.Tensor:
@@ -28,6 +28,10 @@ def test_covered_marks_what_translate_takes_from_real_content() -> None:
     expected[0, :] = False  # the row uncovered by moving down 1
     expected[:, 2:] = False  # the columns uncovered by moving left 2
     assert torch.equal(mask[0, 0], expected)
+    a, fill = torch.arange(16.0).reshape(1, 1, 4, 4), torch.full((1, 1, 4, 4), -1.0)
+    over = translate_over(a, torch.tensor([[1, -2]]), fill)[0, 0]
+    assert torch.equal(over[expected], translate(a, torch.tensor([[1, -2]]))[0, 0][expected])
+    assert (over[~expected] == -1).all()  # the uncovered border takes the fill, not the repeated edge
 
 
 def test_camera_shifts_recover_known_translations() -> None:

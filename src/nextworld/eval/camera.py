@@ -72,3 +72,9 @@ def covered(shifts: torch.Tensor, height: int, width: int) -> torch.Tensor:
     inside_rows = (rows >= 0) & (rows < height)
     inside_cols = (cols >= 0) & (cols < width)
     return (inside_rows[:, :, None] & inside_cols[:, None, :])[:, None]
+
+
+def translate_over(frames: torch.Tensor, shifts: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Frames [N, C, H, W] moved by ``shifts`` (int [N, 2]) where they cover the view, and ``fill``
+    ([N, C, H, W]) where the move uncovered the border (instead of :func:`translate`'s repeated edge)."""
+    return torch.where(covered(shifts, *frames.shape[-2:]), translate(frames, shifts), fill)

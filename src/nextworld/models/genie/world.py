@@ -39,7 +39,7 @@ from torch import nn
 
 from nextworld.atomic_files import read_json
 from nextworld.errors import UserInputError
-from nextworld.eval.camera import covered, translate
+from nextworld.eval.camera import translate_over
 from nextworld.models.base import Prediction, load_pretrained
 from nextworld.models.genie.dynamics import GenieDynamics
 from nextworld.models.genie.latent_actions import LatentActionModel, infer_actions_windowed
@@ -251,10 +251,7 @@ class GenieWorld(nn.Module):
             # what stays on screen is not blurred again by the tokenizer at every step; where the
             # move uncovered the border (a repeated edge, not content) the decoding is shown
             kept = pixel_mask(new == previous, last.shape[-2:])  # (B, 1, H, W)
-            moved = last
-            if table is not None:
-                moved = translate(last, table[action])
-                kept &= covered(table[action], *last.shape[-2:])
+            moved = last if table is None else translate_over(last, table[action], state.last_frame)
             state.last_frame = torch.where(kept, moved, state.last_frame)
         return state, Prediction(frames=state.last_frame, tokens=new)
 
