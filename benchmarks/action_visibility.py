@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from nextworld.data.episodes import EpisodeDataset
-from nextworld.eval.camera import MAX_SHIFT, camera_shifts
+from nextworld.data.camera import MAX_SHIFT, camera_shifts
 from nextworld.eval.metrics import normalised_mutual_information as nmi
 
 # Procgen's 15 actions: LEFT+DOWN, LEFT, LEFT+UP, DOWN, NOOP, UP, RIGHT+DOWN, RIGHT, RIGHT+UP, D, A, W, S, Q, E

@@ -7,7 +7,7 @@ through the world's own tokenizer as a real world's frames are:
 
 - ``copy``: the prompt repeated (the eval's ``copy_psnr_tK``);
 - ``tracked``: the prompt translated by the camera's true motion, summed: the integer shift of
-  every real transition (``nextworld.eval.camera.camera_shifts``), as a world that read the
+  every real transition (``nextworld.data.camera.camera_shifts``), as a world that read the
   camera's motion off the clip exactly and moved its view by it would show;
 - ``tracked_stepwise``: the same, but each frame is the previous *tokenized* frame translated
   and tokenized again, as a world that feeds back its own frames (the tokenizer's loss compounds);
@@ -46,7 +46,7 @@ import json
 import torch
 
 from nextworld.data.windows import open_clips
-from nextworld.eval.camera import camera_shifts, translate, translate_over
+from nextworld.data.camera import camera_shifts, translate, translate_over
 from nextworld.eval.evaluate import EVAL_WINDOW
 from nextworld.eval.genie_eval import ROLLOUT_STEPS, _frames, copy_baseline, spaced_indices
 from nextworld.eval.metrics import psnr

@@ -4,7 +4,7 @@ The shipped tiny world dreams no better than repeating its prompt (``copy_psnr_t
 latent actions carry little of CoinRun's motion (``action_nmi``). This separates the causes.
 It trains the ``tiny`` dynamics stage on ``RUN``'s tokenizer, conditioned on an oracle in
 place of the latent action model, read off the pixels of each transition t -> t+1 with
-``nextworld.eval.camera.camera_shifts`` (the shift that best aligns the frames' centres,
+``nextworld.data.camera.camera_shifts`` (the shift that best aligns the frames' centres,
 within 4 pixels). Then it evaluates that world on a validation split with the oracle reading
 the real clips, as the eval's LAM does.
 
@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from nextworld.data.windows import WindowSpec, open_clips
-from nextworld.eval.camera import camera_shifts
+from nextworld.data.camera import camera_shifts
 from nextworld.eval.genie_eval import CLIP_LENGTH, evaluate_genie
 from nextworld.models.base import load_pretrained
 from nextworld.models.genie import training

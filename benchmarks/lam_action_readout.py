@@ -8,7 +8,7 @@ and tabulates its latent actions on the 11-frame clips of ``--eval-data`` agains
 recorded actions: NMI with the raw action (what ``action_nmi`` measures) and with the action
 merged into the six classes CoinRun tells apart (left, left+jump, nothing, jump, right,
 right+jump), the table of codes by class, which shows what the codes split on, and each code's
-mean true camera shift (``eval.camera.camera_shifts``; content moves right, +dx, when the agent
+mean true camera shift (``data.camera.camera_shifts``; content moves right, +dx, when the agent
 walks left), beside the shift its motion head names (the most likely one, an integer).
 
     python benchmarks/lam_action_readout.py --data TRAIN --eval-data HELDOUT --out OUT [--steps 1000] [--pixel-differences] [--max-frames 2] [--motion-weight 0.02]
@@ -30,7 +30,7 @@ import torch
 from action_visibility import EFFECTIVE_COINRUN  # a sibling script: benchmarks/ is on sys.path when run
 from nextworld.data.frames import to_model_frames
 from nextworld.data.windows import WindowSpec, open_clips
-from nextworld.eval.camera import camera_shifts
+from nextworld.data.camera import camera_shifts
 from nextworld.eval.genie_eval import CLIP_LENGTH, spaced_indices
 from nextworld.eval.metrics import normalised_mutual_information as nmi
 from nextworld.models.base import load_pretrained

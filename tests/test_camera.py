@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nextworld.eval.camera import camera_shifts, covered, translate, translate_over
+from nextworld.data.camera import camera_shifts, covered, translate, translate_over
 
 
 def _texture(seed: int = 0, size: int = 48) -> torch.Tensor:

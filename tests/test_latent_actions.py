@@ -10,7 +10,7 @@ import torch
 
 from nextworld.errors import UserInputError
 from nextworld.models.base import load_pretrained, save_pretrained
-from nextworld.eval.camera import translate
+from nextworld.data.camera import translate
 from nextworld.models.genie.latent_actions import (SHIFT_CLASSES, LatentActionConfig, LatentActionModel, class_of_shift,
                                                    shift_of_class)
 

@@ -95,6 +95,50 @@ def test_a_dataset_of_all_actions_records_no_action_subset(coinrun_sticky):
     assert "policy_actions" not in EpisodeDataset(coinrun_sticky).meta["source"]
 
 
+def test_frame_skip_records_every_kth_frame_of_the_same_game(tmp_path):
+    # NOOP alone (id 4) makes the policy the same at any frame skip, so the games are the same
+    collect(coinrun_config(tmp_path / "k1", actions="4", episodes=4, max_episode_steps=40))
+    collect(coinrun_config(tmp_path / "k4", actions="4", episodes=4, max_episode_steps=10, frame_skip=4))
+    every, skipped = EpisodeDataset(tmp_path / "k1"), EpisodeDataset(tmp_path / "k4")
+    assert skipped.meta["fps"] == every.meta["fps"] / 4
+    assert skipped.meta["source"]["frame_skip"] == 4 and "frame_skip" not in every.meta["source"]
+    by_level = {e.level: every.read(e.index)["frames"] for e in every.episodes}
+    moved = 0
+    for ref in skipped.episodes:
+        frames = skipped.read(ref.index)["frames"]  # [10, 64, 64, 3]: game steps 0, 4, ..., 36
+        np.testing.assert_array_equal(frames, by_level[ref.level][::4])
+        moved += int((frames[1:] != frames[:-1]).any())
+    assert moved > 0, "some level changes while the agent waits, or the test could not tell the steps apart"
+
+
+class _ScriptedVecEnv:
+    """Two envs: env 0 ends its episode on the 2nd game step of a hold, env 1 never; reward 1 a step."""
+
+    def __init__(self):
+        self.steps = 0
+        self.acted: list[np.ndarray] = []
+
+    def act(self, actions):
+        self.acted.append(actions.copy())
+        self.steps += 1
+
+    def observe(self):
+        first = np.array([self.steps == 2, False])
+        rgb = np.full((2, 64, 64, 3), self.steps, np.uint8)
+        return np.ones(2, np.float32), {"rgb": rgb}, first
+
+
+def test_a_held_action_stops_counting_reward_when_its_episode_ends_mid_hold():
+    from nextworld.data.sources.procgen import _act_held
+
+    env = _ScriptedVecEnv()
+    rewards, rgb, first, played = _act_held(env, np.array([7, 1]), 4)
+    assert len(env.acted) == 4 and all((a == [7, 1]).all() for a in env.acted)
+    assert rewards.tolist() == [2.0, 4.0]  # env 0: its two steps up to the end; env 1: all four
+    assert first.tolist() == [True, False] and played.tolist() == [2, 4]
+    assert (rgb == 4).all(), "the frame after the whole hold"
+
+
 @pytest.mark.parametrize("changes, message", [
     (dict(source="procgen:notagame"), "procgen:notagame: unknown Procgen game"),
     (dict(actions="1,15"), "actions '1,15': expected distinct ids"),
@@ -105,6 +149,8 @@ def test_a_dataset_of_all_actions_records_no_action_subset(coinrun_sticky):
     (dict(size=32), "size 32"),
     (dict(source="atari:Pong"), "source 'atari:Pong': unknown"),
     (dict(episodes=0), "episodes 0"),
+    (dict(frame_skip=0), "frame_skip 0: must be at least 1"),
+    (dict(source="gym:MiniGrid-Empty-5x5-v0", frame_skip=2), "frame_skip 2: Procgen only"),
 ])
 def test_bad_collect_inputs_fail_before_creating_the_output(tmp_path, changes, message):
     out = tmp_path / "never"

@@ -13,7 +13,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from nextworld.errors import UserInputError
-from nextworld.eval.camera import covered, translate
+from nextworld.data.camera import covered, translate
 from nextworld.models.base import load_pretrained, save_pretrained
 from nextworld.models.genie.dynamics import GenieDynamics
 from nextworld.models.genie.world import GenieWorld

@@ -57,6 +57,10 @@ class CollectConfig:
     max_episode_steps: int = 1000
     """Actions after which an episode is cut off and marked truncated. Two-Rooms episodes
     always run this many (PLDM's data: 91)."""
+    frame_skip: int = 1
+    """Procgen only: game steps each recorded step holds its action for (Atari's frame skip). Only
+    every ``frame_skip``-th frame is recorded, its reward is the sum over the held steps, and
+    ``max_episode_steps`` counts recorded steps. 1 records every frame."""
     num_envs: int = 32
     """Procgen environments stepped together (the dataset depends on it, like on ``seed``)."""
     size: int = 64
@@ -116,7 +120,7 @@ SOURCE_ALIASES: dict[str, str] = {"coinrun": "procgen:coinrun", "tworooms": "two
 
 
 def _check_numbers(cfg: CollectConfig) -> None:
-    for name in ("episodes", "max_episode_steps", "num_envs", "size"):
+    for name in ("episodes", "max_episode_steps", "frame_skip", "num_envs", "size"):
         if getattr(cfg, name) < 1:
             raise UserInputError(f"{name} {getattr(cfg, name)}: must be at least 1")
     if not 0.0 <= cfg.sticky_prob <= 1.0:
@@ -141,4 +145,6 @@ def collect(cfg: CollectConfig) -> CollectSummary:
                              f"use random or sticky for {cfg.source}")
     if cfg.actions is not None and kind != "procgen":
         raise UserInputError(f"actions {cfg.actions!r}: Procgen only; {cfg.source} draws from its whole action space")
+    if cfg.frame_skip != 1 and kind != "procgen":
+        raise UserInputError(f"frame_skip {cfg.frame_skip}: Procgen only; {cfg.source} records every step")
     return collector(name, cfg)

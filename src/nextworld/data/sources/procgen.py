@@ -19,6 +19,10 @@ Episodes are written in the order they end (step, then env index); once ``episod
 ended, the ones still running are discarded. The policy draws its actions from one numpy
 generator seeded with ``seed``, and Procgen's levels from ``rand_seed=seed``, so the same
 config (``num_envs`` included) gives the same dataset.
+
+With ``frame_skip`` K > 1 each recorded action is held for K game steps and only the frame after
+them is recorded (the dataset's fps is 15 / K); ``max_episode_steps`` counts recorded steps and
+``PROCGEN_TIMEOUT`` the game's own.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class _RunningEpisode:
     frames: list[np.ndarray]  # each uint8 [64, 64, 3]
     actions: list[int] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
+    game_steps: int = 0  # the game's steps so far, recorded or not (its time limit counts them)
 
     def finish(self, *, terminated: bool, truncated: bool) -> Episode:
         """The episode as arrays; its last row carries the end flag."""
@@ -98,6 +103,30 @@ def parse_action_subset(text: str | None) -> np.ndarray:
     return np.asarray(sorted(ids), np.int64)
 
 
+def _act_held(env: ProcgenGym3Env, actions: np.ndarray, frame_skip: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Hold ``actions`` for ``frame_skip`` game steps of every env.
+
+    Returns the rewards summed over the held steps (float32 [num_envs]), the last frames (uint8
+    [num_envs, 64, 64, 3]), ``first`` (bool [num_envs]: the env's episode ended during these
+    steps, so the frame returned is the next one's first recorded frame) and ``played`` (int64
+    [num_envs]: the game steps the ended episode played of the hold; ``frame_skip`` where none
+    ended). An episode that ends mid-hold ends there, its reward counting the steps up to its
+    end; the next one plays the rest of the hold unrecorded, so with ``frame_skip`` > 1 an
+    episode may be recorded from up to ``frame_skip - 1`` game steps into its level.
+    """
+    rewards = np.zeros(len(actions), np.float32)
+    ended = np.zeros(len(actions), bool)
+    played = np.zeros(len(actions), np.int64)
+    for _ in range(frame_skip):
+        env.act(actions)
+        reward, obs, first = env.observe()
+        rewards += np.where(ended, 0.0, reward)  # a next episode's reward is not the ended one's
+        played += ~ended
+        ended |= first
+    return rewards, obs["rgb"], ended, played
+
+
 def collect_procgen(game: str, cfg: CollectConfig) -> CollectSummary:
     """Collect ``cfg.episodes`` complete Procgen episodes of ``game`` into ``cfg.out``.
 
@@ -117,9 +146,11 @@ def collect_procgen(game: str, cfg: CollectConfig) -> CollectSummary:
     }
     if cfg.actions is not None:  # recorded only when restricted, so a dataset of all actions is as before
         source["policy_actions"] = allowed.tolist()
+    if cfg.frame_skip != 1:  # likewise
+        source["frame_skip"] = cfg.frame_skip
     rng = np.random.default_rng(cfg.seed)
     try:
-        with EpisodeWriter(cfg.out, fps=PROCGEN_FPS, frame_shape=PROCGEN_FRAME_SHAPE,
+        with EpisodeWriter(cfg.out, fps=PROCGEN_FPS / cfg.frame_skip, frame_shape=PROCGEN_FRAME_SHAPE,
                            action_space=gym.spaces.Discrete(PROCGEN_NUM_ACTIONS), source=source,
                            split={"by": "level", "range": list(levels)},
                            overwrite=cfg.overwrite) as writer, \
@@ -139,18 +170,17 @@ def collect_procgen(game: str, cfg: CollectConfig) -> CollectSummary:
                     actions = np.where(repeat, actions, uniform)
                 else:
                     actions = uniform
-                env.act(actions)
-                rewards, obs, first = env.observe()
-                rgb = obs["rgb"]
+                rewards, rgb, first, played = _act_held(env, actions, cfg.frame_skip)
                 infos = env.get_info() if first.any() else []
                 for i in range(cfg.num_envs):
                     episode = running[i]
                     if episode is not None:
                         episode.actions.append(int(actions[i]))
                         episode.rewards.append(float(rewards[i]))
+                        episode.game_steps += int(played[i])
                         steps = len(episode.actions)
                         if first[i] or steps >= cfg.max_episode_steps:
-                            truncated = not first[i] or steps >= PROCGEN_TIMEOUT
+                            truncated = not first[i] or episode.game_steps >= PROCGEN_TIMEOUT
                             writer.add(episode.finish(terminated=not truncated, truncated=truncated))
                             progress.advance(steps)
                             running[i] = None
@@ -159,7 +189,8 @@ def collect_procgen(game: str, cfg: CollectConfig) -> CollectSummary:
                         else:
                             episode.frames.append(rgb[i].copy())
                     if first[i]:
-                        running[i] = _RunningEpisode(level=int(infos[i]["level_seed"]), frames=[rgb[i].copy()])
+                        running[i] = _RunningEpisode(level=int(infos[i]["level_seed"]), frames=[rgb[i].copy()],
+                                                     game_steps=cfg.frame_skip - int(played[i]))
     finally:
         env.close()
     return CollectSummary(out=cfg.out, episodes=writer.num_episodes, frames=writer.num_frames,

@@ -46,7 +46,7 @@ from torch import nn
 
 from nextworld.data.frames import to_model_frames
 from nextworld.errors import UserInputError
-from nextworld.eval.camera import MAX_SHIFT, camera_shifts
+from nextworld.data.camera import MAX_SHIFT, camera_shifts
 from nextworld.eval.metrics import psnr
 from nextworld.nn.quantizers import QuantizerOutput, VectorQuantizer
 from nextworld.nn.space_time import SpaceTimeTransformer
@@ -115,7 +115,7 @@ class LatentActionConfig:
     motion_weight: float = 0.0
     """Weight of an auxiliary loss that makes each latent action name the camera's motion: from
     its code alone, a linear head must tell the integer shift (dy, dx) in [-4, 4]^2 that best
-    aligns the transition's two frames (``nextworld.eval.camera.camera_shifts``, read off the
+    aligns the transition's two frames (``nextworld.data.camera.camera_shifts``, read off the
     pixels: no recorded action). 0 (Genie's LAM) leaves the head out. With it, ``action_shifts``
     gives each action's shift, which a motion-compensated dynamics (``DynamicsConfig.action_shifts``)
     moves the last frame by."""

@@ -26,7 +26,7 @@ from torch import nn
 
 from nextworld.data.frames import to_model_frames
 from nextworld.errors import UserInputError
-from nextworld.eval.camera import translate
+from nextworld.data.camera import translate
 from nextworld.eval.metrics import psnr
 from nextworld.nn.conv_blocks import ConvDecoder, ConvEncoder
 from nextworld.nn.quantizers import FSQ, QuantizerOutput, VectorQuantizer
@@ -195,7 +195,7 @@ class VideoTokenizer(nn.Module):
         return self._quantize(frames).indices.unflatten(0, frames.shape[:2])  # (B, T, h, w)
 
     def encode_moved(self, frames: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-        """The tokens of frames moved by integer camera shifts (``nextworld.eval.camera.translate``:
+        """The tokens of frames moved by integer camera shifts (``nextworld.data.camera.translate``:
         content moves by (dy, dx), the uncovered border repeats the edge): float [N, C, H, W] in
         [0, 1] and int [N, 2] -> int64 [N, h, w]; each frame alone (an ``st`` tokenizer's temporal
         context is not used). A motion-compensated dynamics keeps codes from these."""

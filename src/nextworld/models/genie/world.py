@@ -39,7 +39,7 @@ from torch import nn
 
 from nextworld.atomic_files import read_json
 from nextworld.errors import UserInputError
-from nextworld.eval.camera import translate_over
+from nextworld.data.camera import translate_over
 from nextworld.models.base import Prediction, load_pretrained
 from nextworld.models.genie.dynamics import GenieDynamics
 from nextworld.models.genie.latent_actions import LatentActionModel, infer_actions_windowed

@@ -3,7 +3,9 @@
 In CoinRun (and most side-scrollers) the camera follows the agent, so most of what changes
 between two frames is a translation of the whole view. :func:`camera_shifts` finds, for each
 pair of consecutive frames, the integer shift that best aligns them; :func:`translate` applies
-a shift to frames. The benchmarks use them as oracles: how much of the recorded action the
+a shift to frames. A motion-compensated Genie moves its tokens and pixels with them
+(``models/genie``: ``VideoTokenizer.encode_moved``, ``LatentActionConfig.motion_weight``,
+``GenieWorld.step``). The benchmarks use them as oracles: how much of the recorded action the
 motion carries (``benchmarks/action_visibility.py``), a dynamics told the motion
 (``benchmarks/genie_motion_oracle.py``), and how well a world that tracks the camera perfectly
 could dream (``benchmarks/genie_camera_bound.py``).
