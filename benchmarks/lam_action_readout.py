@@ -11,7 +11,7 @@ right+jump), the table of codes by class, which shows what the codes split on, a
 mean true camera shift (``data.camera.camera_shifts``; content moves right, +dx, when the agent
 walks left), beside the shift its motion head names (the most likely one, an integer).
 
-    python benchmarks/lam_action_readout.py --data TRAIN --eval-data HELDOUT --out OUT [--steps 1000] [--pixel-differences] [--max-frames 2] [--motion-weight 0.02]
+    python benchmarks/lam_action_readout.py --data TRAIN --eval-data HELDOUT --out OUT [--steps 1000] [--pixel-differences] [--max-frames 2] [--motion-weight 0.02] [--motion-max-shift 8]
     python benchmarks/lam_action_readout.py --lam RUN/lam --eval-data HELDOUT
 
 Training 1,000 steps takes about 4 minutes on 2 CPU cores.
@@ -54,7 +54,7 @@ def readout(lam: torch.nn.Module, eval_data: Path, max_clips: int) -> dict:
         frames = to_model_frames(torch.stack([item["frames"] for item in items]))  # (B, T, C, H, W)
         latent.append(infer_actions_windowed(lam, frames).flatten())
         real.append(torch.stack([item["actions"][:-1] for item in items]).flatten())
-        moves.append(camera_shifts(frames).reshape(-1, 2).double())  # the camera's true shift, read off the pixels
+        moves.append(camera_shifts(frames, lam.config.motion_max_shift).reshape(-1, 2).double())  # the camera's true shift, read off the pixels
     z, a, shift = torch.cat(latent).numpy(), torch.cat(real).numpy(), torch.cat(moves).numpy()
     table = np.zeros((lam.num_actions, len(CLASSES)), np.int64)
     np.add.at(table, (z, COINRUN_CLASS[a]), 1)
@@ -76,11 +76,14 @@ def main() -> None:
     parser.add_argument("--max-frames", type=int, help="the LAM's clip length (the tiny preset's when unset)")
     parser.add_argument("--motion-weight", type=float, default=0.0,
                         help="LatentActionConfig.motion_weight: the codes must also name the camera's shift")
+    parser.add_argument("--motion-max-shift", type=int,
+                        help="LatentActionConfig.motion_max_shift (the tiny preset's when unset)")
     parser.add_argument("--max-clips", type=int, default=1024)
     args = parser.parse_args()
     if args.lam is not None and (args.max_frames is not None or args.pixel_differences or args.data is not None
-                                 or args.motion_weight):
-        parser.error("--lam reads a trained model; --data, --max-frames, --pixel-differences and --motion-weight "
+                                 or args.motion_weight or args.motion_max_shift is not None):
+        parser.error("--lam reads a trained model; --data, --max-frames, --pixel-differences, --motion-weight "
+                     "and --motion-max-shift "
                      "are for training one")
     if args.max_frames is not None and args.max_frames < 2:
         parser.error("--max-frames must be at least 2 (one transition)")
@@ -90,7 +93,8 @@ def main() -> None:
         tiny = presets.LAM_PRESETS["tiny"]
         presets.LAM_PRESETS["tiny"] = dataclasses.replace(tiny, pixel_differences=args.pixel_differences,
                                                           max_frames=args.max_frames or tiny.max_frames,
-                                                          motion_weight=args.motion_weight)
+                                                          motion_weight=args.motion_weight,
+                                                          motion_max_shift=args.motion_max_shift or tiny.motion_max_shift)
         train_genie(GenieTrainConfig(data=args.data, out=args.out, stage="lam", steps=args.steps, progress=False))
         args.lam = args.out / "lam"
     lam = load_pretrained(args.lam, "genie-lam").eval()

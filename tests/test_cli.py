@@ -11,6 +11,8 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from nextworld.cli import main
+from nextworld.models.base import load_pretrained
+from nextworld.models.genie.training import GenieTrainConfig, _measured_shifts
 from test_ingest import moving_block_mp4
 
 from cli_helpers import assert_one_line_error, run_cli
@@ -66,6 +68,10 @@ def test_train_resume_eval(coinrun: dict[str, Path], tmp_path: Path) -> None:
     # the tiny preset's LAM names camera shifts, so its dynamics is motion-compensated
     dynamics_config = json.loads((run / "dynamics" / "config.json").read_text())["config"]
     assert dynamics_config["copy_path"] and len(dynamics_config["action_shifts"]) == dynamics_config["num_actions"]
+    # each action's shift is the one measured on the training clips, not the motion head's own choice
+    measured = _measured_shifts(GenieTrainConfig(data=coinrun["train"], out=run), load_pretrained(run / "lam", "genie-lam"),
+                                (64, 64, 3))
+    assert [list(s) for s in dynamics_config["action_shifts"]] == measured.tolist()
     out_json = tmp_path / "eval" / "metrics.json"
     assert main(["eval", str(run), "--data", str(coinrun["heldout"]), "--json", str(out_json),
                  "--max-clips", "4", "--action-clips", "16", "--fps-steps", "2", "--no-progress"]) == 0

@@ -284,3 +284,58 @@ def test_action_shifts_are_the_motion_heads_choice_per_code() -> None:
         dataclasses.replace(MOTION, motion_weight=-1.0)
     with pytest.raises(UserInputError, match="larger than 16 pixels"):
         dataclasses.replace(TINY, motion_weight=0.1)  # 16x16 frames: too small to search shifts
+
+
+def test_a_wider_motion_bound_reads_and_names_moves_beyond_four_pixels() -> None:
+    wide = dataclasses.replace(MOTION, motion_max_shift=6)
+    model = make(wide)
+    assert model.motion_head.out_features == 13 * 13
+    shifts = torch.tensor([[[0, 6], [-5, 0], [2, -2]], [[6, -6], [1, 1], [-4, 5]]])  # (B, T-1, 2), most beyond 4
+    clips = panning_clips(shifts, seed=3)
+    _, metrics = model.loss({"frames": clips})
+    _, q = model(to_float(clips))
+    logits = model.motion_head(model.quantizer.indices_to_codes(q.indices))
+    truth = class_of_shift(shifts, 6)
+    assert torch.equal(shift_of_class(truth, 6), shifts)
+    torch.testing.assert_close(metrics["losses/lam_motion"],
+                               torch.nn.functional.cross_entropy(logits.flatten(0, 1), truth.flatten()))
+    named = torch.tensor([[0, 0], [6, 0], [-6, 0], [0, 5], [0, -5], [6, 6], [-3, 2], [1, 0]])
+    with torch.no_grad():
+        codes = model.quantizer.indices_to_codes(torch.arange(8))
+        model.motion_head.weight.zero_()
+        model.motion_head.bias.zero_()
+        model.motion_head.weight[class_of_shift(named, 6)] = 50 * codes / codes.norm(dim=-1, keepdim=True)
+    assert torch.equal(model.action_shifts(), named)
+    with pytest.raises(UserInputError, match="motion_max_shift must be an integer >= 1"):
+        dataclasses.replace(MOTION, motion_max_shift=0)
+    with pytest.raises(UserInputError, match="larger than 32 pixels to read camera shifts of up to 12"):
+        dataclasses.replace(MOTION, motion_max_shift=12)
+
+
+def test_modal_action_shifts_are_each_actions_most_common_camera_shift() -> None:
+    from collections import Counter
+
+    from nextworld.models.genie.latent_actions import infer_actions_windowed, modal_action_shifts
+
+    model = make(dataclasses.replace(MOTION, motion_max_shift=6)).eval()
+    g = torch.Generator().manual_seed(5)
+    moves = torch.tensor([[0, 0], [0, 6], [-5, 0], [2, -2]])
+    batches, seen = [], {}
+    for seed in range(3):
+        shifts = moves[torch.randint(0, 4, (6, 5), generator=g)]  # (B, T-1, 2), some beyond 4 pixels
+        x = to_float(panning_clips(shifts, seed=seed))
+        batches.append(x)
+        for a, s in zip(infer_actions_windowed(model, x).flatten().tolist(), shifts.reshape(-1, 2).tolist()):
+            seen.setdefault(a, Counter())[tuple(s)] += 1
+    modal = modal_action_shifts(model, iter(batches))
+    named = model.action_shifts()
+    assert seen, "the clips were labelled"
+    for a in range(model.num_actions):
+        if a not in seen:
+            assert modal[a].tolist() == named[a].tolist(), "an action that labels nothing keeps the head's choice"
+            continue
+        top = max(seen[a].values())  # ties go to the lowest class
+        expected = min((s for s, n in seen[a].items() if n == top), key=lambda s: class_of_shift(torch.tensor(s), 6))
+        assert tuple(modal[a].tolist()) == expected
+    with pytest.raises(ValueError, match="names no shifts"):
+        modal_action_shifts(make(), iter(batches))

@@ -76,7 +76,9 @@ class DynamicsConfig:
     predicts one extra logit per token, "keep", whose probability is added to that code's."""
     action_shifts: tuple[tuple[int, int], ...] | None = None
     """Motion compensation (needs ``copy_path``): the camera shift (dy, dx) that each latent
-    action names (``LatentActionModel.action_shifts`` of a LAM trained with ``motion_weight``).
+    action names: for a LAM trained with ``motion_weight``, the training recipe measures it as the
+    most common camera shift of the training transitions the action labels
+    (``latent_actions.modal_action_shifts``).
     The "keep" path of frame t+1 then points at frame t moved by a_t's shift in pixels and
     tokenized again (``VideoTokenizer.encode_moved``), so a scrolling view is kept, not
     re-predicted code by code. The dynamics only reads the grid: the world and the training

@@ -53,19 +53,26 @@ from nextworld.nn.space_time import SpaceTimeTransformer
 from nextworld.nn.st_vivit import patchify, unpatchify
 
 
-SHIFT_SIDE = 2 * MAX_SHIFT + 1
-SHIFT_CLASSES = SHIFT_SIDE**2
-"""Camera shifts the motion head tells apart: (dy, dx) in [-4, 4]^2, class (dy + 4) * 9 + (dx + 4)."""
+def shift_classes(max_shift: int = MAX_SHIFT) -> int:
+    """How many camera shifts a motion head tells apart: (dy, dx) in [-max_shift, max_shift]^2."""
+    return (2 * max_shift + 1) ** 2
 
 
-def class_of_shift(shifts: torch.Tensor) -> torch.Tensor:
-    """int [..., 2] shifts (dy, dx) in [-MAX_SHIFT, MAX_SHIFT]^2 -> int64 [...] classes."""
-    return ((shifts[..., 0] + MAX_SHIFT) * SHIFT_SIDE + shifts[..., 1] + MAX_SHIFT).long()
+SHIFT_CLASSES = shift_classes()
+"""Camera shifts of at most ``MAX_SHIFT`` (4) pixels: (dy, dx) in [-4, 4]^2, 81 classes."""
 
 
-def shift_of_class(classes: torch.Tensor) -> torch.Tensor:
+def class_of_shift(shifts: torch.Tensor, max_shift: int = MAX_SHIFT) -> torch.Tensor:
+    """int [..., 2] shifts (dy, dx) in [-max_shift, max_shift]^2 -> int64 [...] classes,
+    (dy + max_shift) * (2 * max_shift + 1) + dx + max_shift."""
+    side = 2 * max_shift + 1
+    return ((shifts[..., 0] + max_shift) * side + shifts[..., 1] + max_shift).long()
+
+
+def shift_of_class(classes: torch.Tensor, max_shift: int = MAX_SHIFT) -> torch.Tensor:
     """int64 [...] classes -> int64 [..., 2] shifts (dy, dx), inverting ``class_of_shift``."""
-    return torch.stack([classes // SHIFT_SIDE - MAX_SHIFT, classes % SHIFT_SIDE - MAX_SHIFT], dim=-1)
+    side = 2 * max_shift + 1
+    return torch.stack([classes // side - max_shift, classes % side - max_shift], dim=-1)
 
 
 @dataclass
@@ -114,18 +121,27 @@ class LatentActionConfig:
 
     motion_weight: float = 0.0
     """Weight of an auxiliary loss that makes each latent action name the camera's motion: from
-    its code alone, a linear head must tell the integer shift (dy, dx) in [-4, 4]^2 that best
-    aligns the transition's two frames (``nextworld.data.camera.camera_shifts``, read off the
+    its code alone, a linear head must tell the integer shift (dy, dx) in [-m, m]^2 (m:
+    ``motion_max_shift``) that best aligns the transition's two frames (``nextworld.data.camera.camera_shifts``, read off the
     pixels: no recorded action). 0 (Genie's LAM) leaves the head out. With it, ``action_shifts``
     gives each action's shift, which a motion-compensated dynamics (``DynamicsConfig.action_shifts``)
     moves the last frame by."""
+    motion_max_shift: int = MAX_SHIFT
+    """Largest camera shift along each axis, in pixels, that the motion loss reads and an action
+    may name. CoinRun's camera moves up to about 7 pixels a frame when the agent jumps or falls
+    (64×64 frames), more with a frame skip; a move beyond the bound is read as the best shift
+    within it."""
 
     def __post_init__(self) -> None:
         if not self.motion_weight >= 0:
             raise UserInputError(f"latent action model motion_weight must be >= 0, got {self.motion_weight}")
-        if self.motion_weight > 0 and self.image_size <= 2 * (MAX_SHIFT + 4):
-            raise UserInputError(f"latent action model motion_weight needs frames larger than {2 * (MAX_SHIFT + 4)} "
-                                 f"pixels to read the camera's shift, got image_size {self.image_size}")
+        if not (isinstance(self.motion_max_shift, int) and self.motion_max_shift >= 1):
+            raise UserInputError(f"latent action model motion_max_shift must be an integer >= 1, "
+                                 f"got {self.motion_max_shift!r}")
+        if self.motion_weight > 0 and self.image_size <= 2 * (self.motion_max_shift + 4):
+            raise UserInputError(f"latent action model motion_weight needs frames larger than "
+                                 f"{2 * (self.motion_max_shift + 4)} pixels to read camera shifts of up to "
+                                 f"{self.motion_max_shift}, got image_size {self.image_size}")
         if self.image_size % self.patch:
             raise UserInputError(f"latent action model image_size {self.image_size} is not divisible "
                                  f"by patch {self.patch}")
@@ -173,7 +189,7 @@ class LatentActionModel(nn.Module):
                                             c.max_frames - 1, c.patches_per_frame)
         self.head = nn.Linear(c.dim, c.patch_pixels)
         # only with motion_weight > 0, so a Genie LAM's weights stay what they were
-        self.motion_head = nn.Linear(c.action_dim, SHIFT_CLASSES) if c.motion_weight > 0 else None
+        self.motion_head = nn.Linear(c.action_dim, shift_classes(c.motion_max_shift)) if c.motion_weight > 0 else None
         for layer in (self.encoder_embedding, self.to_action, self.from_action, self.decoder_embedding, self.head):
             nn.init.normal_(layer.weight, std=0.02)
             nn.init.zeros_(layer.bias)
@@ -293,7 +309,7 @@ class LatentActionModel(nn.Module):
             return None
         classes = self.motion_head(self.quantizer.indices_to_codes(torch.arange(self.num_actions,
                                                                                 device=self.head.weight.device)))
-        return shift_of_class(classes.argmax(dim=-1))
+        return shift_of_class(classes.argmax(dim=-1), self.config.motion_max_shift)
 
     # ------------------------------------------------------------------------ training
 
@@ -327,8 +343,9 @@ class LatentActionModel(nn.Module):
         }
         loss = recon + q.loss
         if self.motion_head is not None:
-            truth = class_of_shift(camera_shifts(x))  # (B, T-1)
-            logits = self.motion_head(self._action_codes(q))  # (B, T-1, SHIFT_CLASSES), from the code alone
+            m = self.config.motion_max_shift
+            truth = class_of_shift(camera_shifts(x, m), m)  # (B, T-1)
+            logits = self.motion_head(self._action_codes(q))  # (B, T-1, shift classes), from the code alone
             motion = F.cross_entropy(logits.flatten(0, 1), truth.flatten())
             loss = loss + self.config.motion_weight * motion
             metrics["losses/lam_motion"] = motion.detach()
@@ -346,3 +363,29 @@ def infer_actions_windowed(lam: LatentActionModel, frames: torch.Tensor) -> torc
     n = lam.config.max_frames
     return torch.cat([lam.infer_actions(frames[:, start:start + n]) for start in range(0, frames.shape[1] - 1, n - 1)],
                      dim=1)
+
+
+@torch.no_grad()
+def modal_action_shifts(lam: LatentActionModel, batches) -> torch.Tensor:
+    """int64 [num_actions, 2]: for each latent action, the camera shift most common among the
+    transitions it labels in ``batches`` (an iterable of float clips [B, T, C, H, W]).
+
+    The shifts are read off the pixels (``camera_shifts``, up to ``motion_max_shift``), so no
+    recorded action is used. This is the shift a motion-compensated dynamics moves the last
+    frame by for that action. The motion head's own choice (``action_shifts``) often falls short:
+    with a small ``motion_weight`` it names (0, 0) for a code whose moves are spread over
+    several shifts. An action that labels no transition keeps the head's choice.
+    """
+    named = lam.action_shifts()
+    if named is None:
+        raise ValueError("a latent action model without a motion head (motion_weight 0) names no shifts")
+    m = lam.config.motion_max_shift
+    counts = torch.zeros(lam.num_actions, shift_classes(m), dtype=torch.long)
+    for frames in batches:
+        actions = infer_actions_windowed(lam, frames).flatten().cpu()
+        classes = class_of_shift(camera_shifts(frames, m), m).flatten().cpu()
+        counts.index_put_((actions, classes), torch.ones_like(actions), accumulate=True)
+    modal = shift_of_class(counts.argmax(dim=1), m)  # ties: the lowest class
+    unseen = counts.sum(dim=1) == 0
+    modal[unseen] = named.cpu()[unseen]
+    return modal

@@ -27,7 +27,7 @@ LAM_PRESETS: dict[str, LatentActionConfig] = {
     # tiny: its 8 codes also name the camera's motion, so its world is motion-compensated; it reads pixel
     # differences too, where a one-pixel sideways scroll shows (docs/genie.md)
     "tiny": LatentActionConfig(patch=8, dim=128, depth=2, heads=4, max_frames=8, motion_weight=0.02,
-                               pixel_differences=True),
+                               pixel_differences=True, motion_max_shift=8),
     "small": LatentActionConfig(patch=8, dim=256, depth=4, heads=8, max_frames=16),
     # Genie's CoinRun case study: 16x16 patches of 64x64 frames would be 4x4; its LAM is ~300M params
     # on 16 frames; this keeps the shape (8 codes) at a size one GPU trains in hours.
@@ -38,7 +38,9 @@ the motion loss (``motion_weight``), which gives it a motion-compensated dynamic
 validation split its world dreamed 19.41 dB at t10 after 500 dynamics steps against the copy's
 18.85 (64 clips), where the plain Genie world stays below the copy (docs/genie.md). With pixel
 differences its named shifts translate the view 0.3 dB closer to the real frame 10 (19.79
-against 19.48 on the validation split), and its world dreamed 19.36 held out against 19.02."""
+against 19.48 on the validation split), and its world dreamed 19.36 held out against 19.02.
+``motion_max_shift`` 8: CoinRun's camera moves up to about 7 pixels a frame in jumps and falls, and
+a 4-pixel bound read those moves as 4 (docs/genie.md, "Larger moves")."""
 
 DYNAMICS_SHAPES: dict[str, dict[str, int | float]] = {
     "tiny": {"dim": 128, "depth": 4, "heads": 4, "max_frames": 8, "token_patch": 2},
@@ -52,8 +54,8 @@ def dynamics_config(preset: str, tokenizer: TokenizerConfig, num_codes: int, num
                     action_shifts: torch.Tensor | None = None) -> DynamicsConfig:
     """The dynamics config of ``preset`` for a trained tokenizer (``num_codes``, its token grid) and LAM.
 
-    A LAM that names camera shifts (``action_shifts``, from ``motion_weight``) gets a
-    motion-compensated dynamics: ``copy_path`` on, keeping codes of the frame moved by each
+    A LAM that names camera shifts (``action_shifts``, from ``motion_weight``; the recipe passes
+    each action's shift as measured on the training clips) gets a motion-compensated dynamics: ``copy_path`` on, keeping codes of the frame moved by each
     action's shift."""
     shape = dict(DYNAMICS_SHAPES[preset])
     if action_shifts is not None:

@@ -31,7 +31,7 @@ from nextworld.data.windows import ClipDataset, WindowSpec, open_clips
 from nextworld.errors import UserInputError
 from nextworld.models.base import config_from_dict, load_pretrained, read_checkpoint_config
 from nextworld.models.genie.dynamics import DynamicsConfig, GenieDynamics
-from nextworld.models.genie.latent_actions import LatentActionModel
+from nextworld.models.genie.latent_actions import LatentActionModel, modal_action_shifts
 from nextworld.models.genie.pictures import save_dream_samples, save_lam_predictions, save_reconstructions
 from nextworld.models.genie.presets import LAM_PRESETS, TOKENIZER_PRESETS, dynamics_config
 from nextworld.models.genie.tokenizer import VideoTokenizer
@@ -169,13 +169,28 @@ def _stage_model(cfg: GenieTrainConfig, stage: str, resuming: bool) -> tuple[nn.
             raise UserInputError(f"{cfg.out / stage}: its tokenizer or lam has changed since it was trained "
                                  f"(their weights differ); train the dynamics into a new --out")
     else:
-        config = dynamics_config(cfg.preset, tokenizer.config, tokenizer.num_codes, lam.num_actions,
-                                 lam.action_shifts())
+        shifts = None if lam.action_shifts() is None else _measured_shifts(cfg, lam, tokenizer.config.frame_shape)
+        config = dynamics_config(cfg.preset, tokenizer.config, tokenizer.num_codes, lam.num_actions, shifts)
     if config.max_frames > lam.config.max_frames:
         raise UserInputError(f"{cfg.out / 'lam'}: reads clips of at most {lam.config.max_frames} frames, the "
                              f"{cfg.preset} dynamics trains on {config.max_frames}; use the --preset the run's "
                              f"lam was trained with")
     return GenieDynamics(config), DynamicsInputs(tokenizer, lam, config.shift_table())
+
+
+SHIFT_CLIPS = 2048
+"""Training clips (evenly spaced) on which each latent action's camera shift is measured."""
+
+
+def _measured_shifts(cfg: GenieTrainConfig, lam: LatentActionModel, frame_shape: tuple[int, ...]) -> torch.Tensor:
+    """The shift each latent action names for a motion-compensated dynamics: the most common camera
+    shift of the training transitions it labels (``modal_action_shifts``), on ``SHIFT_CLIPS`` clips."""
+    window = dataclasses.replace(RECIPES[cfg.preset]["dynamics"].window, length=lam.config.max_frames)
+    clips = open_clips(cfg.data, window, levels=cfg.levels, keys=("frames",), frame_shape=frame_shape)
+    chosen = torch.linspace(0, len(clips) - 1, min(SHIFT_CLIPS, len(clips))).round().long().unique().tolist()
+    batches = (to_model_frames(torch.stack([clips[i]["frames"] for i in chosen[start:start + 64]]))
+               for start in range(0, len(chosen), 64))
+    return modal_action_shifts(lam.eval(), batches)
 
 
 def stage_input_hashes(out: Path) -> dict[str, str]:
