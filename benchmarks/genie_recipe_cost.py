@@ -37,7 +37,8 @@ def main() -> None:
     recipes = RECIPES[args.preset]
     tokenizer = VideoTokenizer(TOKENIZER_PRESETS[args.preset])
     lam = LatentActionModel(LAM_PRESETS[args.preset])
-    # a LAM that names camera shifts (motion_weight) gets a motion-compensated dynamics, as in training
+    # a LAM that names camera shifts (motion_weight) gets a motion-compensated dynamics, as in training; the
+    # shifts themselves (training measures them on its clips, modal_action_shifts, about 24 s) do not change a step's cost
     dynamics = GenieDynamics(dynamics_config(args.preset, tokenizer.config, tokenizer.num_codes, lam.num_actions,
                                              lam.action_shifts()))
     h, w, c = tokenizer.config.frame_shape

@@ -99,7 +99,7 @@ def keys_section(target: Path, metrics: dict) -> str:
                       f"(mapped to {real(a)})" for a, keys in sorted(keys_of.items()))
     unmapped = [symbol for key, symbol in KEY_SYMBOLS.items() if key not in controls]
     if unmapped:
-        plays += f"; {' and '.join(unmapped)} {'is' if len(unmapped) == 1 else 'are'} unmapped (no latent action maps to it)"
+        plays += f"; {' and '.join(unmapped)} {'is' if len(unmapped) == 1 else 'are'} unmapped (no latent action maps to {'it' if len(unmapped) == 1 else 'them'})"
     return f"""
 ## Keys (`controls.json`)
 

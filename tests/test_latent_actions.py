@@ -329,13 +329,23 @@ def test_modal_action_shifts_are_each_actions_most_common_camera_shift() -> None
             seen.setdefault(a, Counter())[tuple(s)] += 1
     modal = modal_action_shifts(model, iter(batches))
     named = model.action_shifts()
-    assert seen, "the clips were labelled"
     for a in range(model.num_actions):
         if a not in seen:
             assert modal[a].tolist() == named[a].tolist(), "an action that labels nothing keeps the head's choice"
             continue
-        top = max(seen[a].values())  # ties go to the lowest class
-        expected = min((s for s, n in seen[a].items() if n == top), key=lambda s: class_of_shift(torch.tensor(s), 6))
+        top = max(seen[a].values())  # ties go to the smallest move, then the lowest class
+        expected = min((s for s, n in seen[a].items() if n == top),
+                       key=lambda s: (abs(s[0]) + abs(s[1]), int(class_of_shift(torch.tensor(s), 6))))
         assert tuple(modal[a].tolist()) == expected
     with pytest.raises(ValueError, match="names no shifts"):
         modal_action_shifts(make(), iter(batches))
+
+
+def test_a_saved_config_without_motion_max_shift_reads_moves_of_up_to_four_pixels() -> None:
+    from nextworld.models.base import config_from_dict
+
+    saved = dataclasses.asdict(MOTION)
+    del saved["motion_max_shift"]  # configs saved before the field existed
+    config = config_from_dict(LatentActionConfig, saved, "old/config.json")
+    assert config.motion_max_shift == 4
+    assert make(config).motion_head.out_features == SHIFT_CLASSES == 81

@@ -112,10 +112,10 @@ def test_frame_skip_records_every_kth_frame_of_the_same_game(tmp_path):
 
 
 class _ScriptedVecEnv:
-    """Two envs: env 0 ends its episode on the 2nd game step of a hold, env 1 never; reward 1 a step."""
+    """Two envs, reward 1 a step: env 0's episodes end on the game steps in ``ends``, env 1's never."""
 
-    def __init__(self):
-        self.steps = 0
+    def __init__(self, ends=(2,)):
+        self.steps, self.ends = 0, ends
         self.acted: list[np.ndarray] = []
 
     def act(self, actions):
@@ -123,7 +123,7 @@ class _ScriptedVecEnv:
         self.steps += 1
 
     def observe(self):
-        first = np.array([self.steps == 2, False])
+        first = np.array([self.steps in self.ends, False])
         rgb = np.full((2, 64, 64, 3), self.steps, np.uint8)
         return np.ones(2, np.float32), {"rgb": rgb}, first
 
@@ -132,11 +132,16 @@ def test_a_held_action_stops_counting_reward_when_its_episode_ends_mid_hold():
     from nextworld.data.sources.procgen import _act_held
 
     env = _ScriptedVecEnv()
-    rewards, rgb, first, played = _act_held(env, np.array([7, 1]), 4)
+    rewards, rgb, first, played, since = _act_held(env, np.array([7, 1]), 4)
     assert len(env.acted) == 4 and all((a == [7, 1]).all() for a in env.acted)
     assert rewards.tolist() == [2.0, 4.0]  # env 0: its two steps up to the end; env 1: all four
     assert first.tolist() == [True, False] and played.tolist() == [2, 4]
+    assert since.tolist() == [2, 4], "env 0's next episode has played the hold's last two steps"
     assert (rgb == 4).all(), "the frame after the whole hold"
+    # two ends in one hold: the first episode's reward stops at its end, the running one started at the second
+    rewards, _, first, played, since = _act_held(_ScriptedVecEnv(ends=(1, 3)), np.array([7, 1]), 4)
+    assert rewards.tolist() == [1.0, 4.0] and first.tolist() == [True, False]
+    assert played.tolist() == [1, 4] and since.tolist() == [1, 4]
 
 
 @pytest.mark.parametrize("changes, message", [

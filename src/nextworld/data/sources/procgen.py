@@ -104,27 +104,31 @@ def parse_action_subset(text: str | None) -> np.ndarray:
 
 
 def _act_held(env: ProcgenGym3Env, actions: np.ndarray, frame_skip: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Hold ``actions`` for ``frame_skip`` game steps of every env.
 
     Returns the rewards summed over the held steps (float32 [num_envs]), the last frames (uint8
     [num_envs, 64, 64, 3]), ``first`` (bool [num_envs]: the env's episode ended during these
-    steps, so the frame returned is the next one's first recorded frame) and ``played`` (int64
+    steps, so the frame returned is a later one's first recorded frame), ``played`` (int64
     [num_envs]: the game steps the ended episode played of the hold; ``frame_skip`` where none
-    ended). An episode that ends mid-hold ends there, its reward counting the steps up to its
-    end; the next one plays the rest of the hold unrecorded, so with ``frame_skip`` > 1 an
-    episode may be recorded from up to ``frame_skip - 1`` game steps into its level.
+    ended) and ``since`` (int64 [num_envs]: game steps since the env's last reset in the hold, which
+    the episode now running has played unrecorded). An episode that ends mid-hold ends there, its
+    reward counting the steps up to its end; the next one plays the rest of the hold unrecorded,
+    so with ``frame_skip`` > 1 an episode may be recorded from up to ``frame_skip - 1`` game steps
+    into its level, and one that also ends within the hold is not recorded at all.
     """
     rewards = np.zeros(len(actions), np.float32)
     ended = np.zeros(len(actions), bool)
     played = np.zeros(len(actions), np.int64)
+    since = np.zeros(len(actions), np.int64)
     for _ in range(frame_skip):
         env.act(actions)
         reward, obs, first = env.observe()
-        rewards += np.where(ended, 0.0, reward)  # a next episode's reward is not the ended one's
+        rewards += np.where(ended, 0.0, reward)  # a later episode's reward is not the ended one's
         played += ~ended
+        since = np.where(first, 0, since + 1)
         ended |= first
-    return rewards, obs["rgb"], ended, played
+    return rewards, obs["rgb"], ended, played, since
 
 
 def collect_procgen(game: str, cfg: CollectConfig) -> CollectSummary:
@@ -170,7 +174,7 @@ def collect_procgen(game: str, cfg: CollectConfig) -> CollectSummary:
                     actions = np.where(repeat, actions, uniform)
                 else:
                     actions = uniform
-                rewards, rgb, first, played = _act_held(env, actions, cfg.frame_skip)
+                rewards, rgb, first, played, since = _act_held(env, actions, cfg.frame_skip)
                 infos = env.get_info() if first.any() else []
                 for i in range(cfg.num_envs):
                     episode = running[i]
@@ -190,7 +194,7 @@ def collect_procgen(game: str, cfg: CollectConfig) -> CollectSummary:
                             episode.frames.append(rgb[i].copy())
                     if first[i]:
                         running[i] = _RunningEpisode(level=int(infos[i]["level_seed"]), frames=[rgb[i].copy()],
-                                                     game_steps=cfg.frame_skip - int(played[i]))
+                                                     game_steps=int(since[i]))
     finally:
         env.close()
     return CollectSummary(out=cfg.out, episodes=writer.num_episodes, frames=writer.num_frames,

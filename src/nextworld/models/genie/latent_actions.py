@@ -374,7 +374,8 @@ def modal_action_shifts(lam: LatentActionModel, batches) -> torch.Tensor:
     recorded action is used. This is the shift a motion-compensated dynamics moves the last
     frame by for that action. The motion head's own choice (``action_shifts``) often falls short:
     with a small ``motion_weight`` it names (0, 0) for a code whose moves are spread over
-    several shifts. An action that labels no transition keeps the head's choice.
+    several shifts. Among equally common shifts the smallest (|dy| + |dx|, then the lowest class)
+    wins; an action that labels no transition keeps the head's choice.
     """
     named = lam.action_shifts()
     if named is None:
@@ -385,7 +386,10 @@ def modal_action_shifts(lam: LatentActionModel, batches) -> torch.Tensor:
         actions = infer_actions_windowed(lam, frames).flatten().cpu()
         classes = class_of_shift(camera_shifts(frames, m), m).flatten().cpu()
         counts.index_put_((actions, classes), torch.ones_like(actions), accumulate=True)
-    modal = shift_of_class(counts.argmax(dim=1), m)  # ties: the lowest class
+    every = shift_of_class(torch.arange(counts.shape[1]), m)  # (classes, 2)
+    size = every.abs().sum(dim=1)  # a tie goes to the smallest move: a world that errs should not jump
+    tied = counts == counts.max(dim=1, keepdim=True).values
+    modal = every[torch.where(tied, size, size.max() + 1).argmin(dim=1)]
     unseen = counts.sum(dim=1) == 0
     modal[unseen] = named.cpu()[unseen]
     return modal

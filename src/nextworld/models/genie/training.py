@@ -186,7 +186,8 @@ def _measured_shifts(cfg: GenieTrainConfig, lam: LatentActionModel, frame_shape:
     """The shift each latent action names for a motion-compensated dynamics: the most common camera
     shift of the training transitions it labels (``modal_action_shifts``), on ``SHIFT_CLIPS`` clips."""
     window = dataclasses.replace(RECIPES[cfg.preset]["dynamics"].window, length=lam.config.max_frames)
-    clips = open_clips(cfg.data, window, levels=cfg.levels, keys=("frames",), frame_shape=frame_shape)
+    # the stage opens (and fully verifies) the same dataset right after this
+    clips = open_clips(cfg.data, window, levels=cfg.levels, keys=("frames",), frame_shape=frame_shape, verify="lazy")
     chosen = torch.linspace(0, len(clips) - 1, min(SHIFT_CLIPS, len(clips))).round().long().unique().tolist()
     batches = (to_model_frames(torch.stack([clips[i]["frames"] for i in chosen[start:start + 64]]))
                for start in range(0, len(chosen), 64))
