@@ -144,6 +144,53 @@ def test_a_held_action_stops_counting_reward_when_its_episode_ends_mid_hold():
     assert played.tolist() == [1, 4] and since.tolist() == [1, 4]
 
 
+class _FakeProcgen:
+    """A one-env stand-in for ``ProcgenGym3Env``: episode e lasts ``LENGTHS[e]`` game steps, reward 1 a
+    step and 10 on the last; every pixel of a frame is ``50 * e + t`` (t: the episode's game step)."""
+
+    LENGTHS = (3, 4, 9, 9)
+
+    def __init__(self, num, **_):
+        assert num == 1
+        self.episode, self.t = 0, 0
+        self.combos = [(f"K{i}",) for i in range(15)]
+
+    def act(self, actions):
+        self.t += 1
+
+    def _frame(self):
+        return {"rgb": np.full((1, 64, 64, 3), 50 * self.episode + self.t, np.uint8)}
+
+    def observe(self):
+        if self.t < self.LENGTHS[self.episode]:
+            return np.ones(1, np.float32), self._frame(), np.array([self.t == 0])
+        self.episode, self.t = self.episode + 1, 0  # the game resets the env by itself
+        return np.full(1, 10, np.float32), self._frame(), np.array([True])
+
+    def get_info(self):
+        return [{"level_seed": 5 + self.episode}]
+
+    def close(self):
+        pass
+
+
+def test_frame_skip_records_an_episode_that_starts_mid_hold_from_the_next_recorded_frame(tmp_path, monkeypatch):
+    from nextworld.data.sources import procgen
+
+    monkeypatch.setattr(procgen, "ProcgenGym3Env", _FakeProcgen)
+    monkeypatch.setattr(procgen, "PROCGEN_TIMEOUT", 4)  # so the second episode's 4 game steps are its time limit
+    collect(coinrun_config(tmp_path / "k2", episodes=2, num_envs=1, frame_skip=2, max_episode_steps=100))
+    ds = EpisodeDataset(tmp_path / "k2")
+    first, second = ds.read(0), ds.read(1)
+    # episode 0 (3 game steps): frames at steps 0 and 2; its 2nd hold ends it at step 3, the 4th step is episode 1's
+    assert first["frames"][:, 0, 0, 0].tolist() == [0, 2] and first["rewards"].tolist() == [2.0, 10.0]
+    assert first["terminations"][-1] and not first["truncations"][-1]
+    # episode 1 is recorded from its game step 1 and counts that unrecorded step: 1 + 2 + 1 = 4 steps, its time limit
+    assert second["frames"][:, 0, 0, 0].tolist() == [51, 53] and second["rewards"].tolist() == [2.0, 10.0]
+    assert second["truncations"][-1] and not second["terminations"][-1]
+    assert [ref.level for ref in ds.episodes] == [5, 6]
+
+
 @pytest.mark.parametrize("changes, message", [
     (dict(source="procgen:notagame"), "procgen:notagame: unknown Procgen game"),
     (dict(actions="1,15"), "actions '1,15': expected distinct ids"),
