@@ -171,7 +171,9 @@ class _FakeProcgen:
         return [{"level_seed": 5 + self.episode}]
 
     def close(self):
-        pass
+        self.closed.append(self.episode)
+
+    closed: list[int] = []  # the episode each instance was closed in (collect must close its env)
 
 
 def test_frame_skip_records_an_episode_that_starts_mid_hold_from_the_next_recorded_frame(tmp_path, monkeypatch):
@@ -179,6 +181,7 @@ def test_frame_skip_records_an_episode_that_starts_mid_hold_from_the_next_record
 
     monkeypatch.setattr(procgen, "ProcgenGym3Env", _FakeProcgen)
     monkeypatch.setattr(procgen, "PROCGEN_TIMEOUT", 4)  # so the second episode's 4 game steps are its time limit
+    monkeypatch.setattr(_FakeProcgen, "closed", [])
     collect(coinrun_config(tmp_path / "k2", episodes=2, num_envs=1, frame_skip=2, max_episode_steps=100))
     ds = EpisodeDataset(tmp_path / "k2")
     first, second = ds.read(0), ds.read(1)
@@ -189,6 +192,7 @@ def test_frame_skip_records_an_episode_that_starts_mid_hold_from_the_next_record
     assert second["frames"][:, 0, 0, 0].tolist() == [51, 53] and second["rewards"].tolist() == [2.0, 10.0]
     assert second["truncations"][-1] and not second["terminations"][-1]
     assert [ref.level for ref in ds.episodes] == [5, 6]
+    assert _FakeProcgen.closed == [2], "the env is closed once, after the second episode ended"
 
 
 @pytest.mark.parametrize("changes, message", [
